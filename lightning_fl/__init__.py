@@ -1,0 +1,22 @@
+"""lightning-fl: communication- and resource-efficient federated learning inside PyTorch Lightning."""
+
+from lightning_fl.callbacks import FederatedAveraging, RoundProgressBar
+from lightning_fl.datamodules import FederatedDataModule
+from lightning_fl.exceptions import FederatedConfigError, FederatedRuntimeError, PayloadError
+from lightning_fl.modules import ClassifierModule
+from lightning_fl.strategies import FederatedDDPStrategy
+from lightning_fl.trainer import federated_trainer_defaults
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ClassifierModule",
+    "FederatedAveraging",
+    "FederatedConfigError",
+    "FederatedDDPStrategy",
+    "FederatedDataModule",
+    "FederatedRuntimeError",
+    "PayloadError",
+    "RoundProgressBar",
+    "federated_trainer_defaults",
+]

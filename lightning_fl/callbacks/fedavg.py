@@ -1,0 +1,311 @@
+"""The server callback: federated averaging inside Lightning's training loop."""
+
+from __future__ import annotations
+
+import random
+import time
+import warnings
+from typing import Any, Literal
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+from typing_extensions import override
+
+from lightning_fl.callbacks.round_log import RoundStats, log_round
+from lightning_fl.callbacks.trainer_checks import check_trainer
+from lightning_fl.codecs.base import Codec
+from lightning_fl.datamodules.federated import FederatedDataModule
+from lightning_fl.datamodules.plan import RoundPlan
+from lightning_fl.exceptions import FederatedConfigError, FederatedRuntimeError
+from lightning_fl.seeding import derive_seed
+from lightning_fl.server.aggregator import WeightedMeanAggregator
+from lightning_fl.server.flat import FlatState
+from lightning_fl.server.link import Link
+from lightning_fl.server.optimizers import ServerOptimizer, ServerSGD
+
+Aggregation = Literal["selected", "all"]
+
+
+class FederatedAveraging(Callback):
+    """Federated averaging (McMahan et al. 2017) of an unmodified LightningModule.
+
+    One Trainer epoch is one round. At a client's first batch the callback loads the global weights (as the
+    downlink codec delivers them) into the module, clears the optimizer state and seeds the client's
+    randomness from ``(seed, round_idx, client_id)``. At the client's last batch it computes the update
+    ``w_client - w_received``, sends it through the uplink codec and adds the decoded update, weighted by the
+    client's sample count, to the round's sum. At the round's last batch the sums of all ranks are combined in
+    one all-reduce and the server optimizer turns the mean update into the next global model, which is loaded
+    into the module before validation runs.
+
+    Args:
+        aggregation: ``"selected"`` averages the clients that trained; ``"all"`` averages over every client,
+            counting a client that was not sampled as a zero update (the selected mean scaled by
+            ``sum_selected n_k / sum_all n_k``).
+        server_optimizer: How the mean update is applied (default :class:`ServerSGD` with ``lr=1``: plain FedAvg).
+        downlink: Codec of the global model on its way to each client (default: raw float32).
+        uplink: Codec of each client's update on its way to the server (default: raw float32).
+        seed: Seed of client randomness and codec seeds; ``None`` takes the data module's seed.
+
+    Example:
+        >>> FederatedAveraging(aggregation="all").aggregation
+        'all'
+    """
+
+    def __init__(
+        self,
+        aggregation: Aggregation = "selected",
+        server_optimizer: ServerOptimizer | None = None,
+        downlink: Codec | None = None,
+        uplink: Codec | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if aggregation not in ("selected", "all"):
+            raise FederatedConfigError(f"aggregation must be 'selected' or 'all', got {aggregation!r}")
+        if server_optimizer is not None and not isinstance(server_optimizer, ServerOptimizer):
+            raise FederatedConfigError(
+                f"server_optimizer must be a lightning_fl ServerOptimizer, got {type(server_optimizer).__name__}"
+            )
+        for name, codec in (("downlink", downlink), ("uplink", uplink)):
+            if codec is not None and not isinstance(codec, Codec):
+                raise FederatedConfigError(f"{name} must be a lightning_fl Codec, got {type(codec).__name__}")
+        self.aggregation: Aggregation = aggregation
+        self.server_optimizer = server_optimizer if server_optimizer is not None else ServerSGD(lr=1.0)
+        self.downlink = Link(downlink, "downlink")
+        self.uplink = Link(uplink, "uplink")
+        self.seed = seed
+        # totals that survive checkpoints
+        self.uplink_bytes_total = 0
+        self.downlink_bytes_total = 0
+        self.rejected_updates_total = 0
+        self.rounds_completed = 0
+        self.history: list[dict[str, float]] = []
+        # runtime state, built at fit start
+        self.current_client: int | None = None
+        self._state: FlatState | None = None
+        self._pending: dict[str, Any] | None = None
+        self._warned_nonfinite = False
+
+    # ------------------------------------------------------------------ hooks
+    @override
+    def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+        if stage == "fit":
+            check_trainer(trainer)
+
+    @override
+    def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        dm = trainer.datamodule
+        assert isinstance(dm, FederatedDataModule)
+        self._dm = dm
+        self._seed = dm.seed if self.seed is None else self.seed
+        state = FlatState(pl_module, pl_module.device)
+        self._state = state
+        self._names = [s.name for s in state.float_specs]
+        self._int_names = [s.name for s in state.int_specs]
+        self._start, self._start_views = state.new_flat()
+        self._delta, self._delta_views = state.new_flat()
+        self._received, self._received_views = state.new_flat()
+        self._agg = WeightedMeanAggregator(state.numel, state.device, extra_numel=state.int_numel + 3)
+        tensors = state.views + state.int_views
+        self._down_codecs = self.downlink.codecs_for(self._names, state.views)
+        self._up_codecs = self.uplink.codecs_for(self._names, state.views)
+        self._dense_bytes = self.uplink.dense_bytes(self._names + self._int_names, tensors)
+        if self._pending is not None:
+            self._apply_loaded_state(self._pending, state.device)
+            self._pending = None
+
+    @override
+    def on_train_epoch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        plan = self._dm.current_plan
+        if plan is None or plan.round_idx != trainer.current_epoch:
+            raise FederatedRuntimeError(
+                f"the data module has no plan for round {trainer.current_epoch}; is the train loader the "
+                "FederatedDataModule's and reload_dataloaders_every_n_epochs=1?"
+            )
+        self._plan: RoundPlan = plan
+        self._agg.reset()
+        self._round_bytes = [0, 0]  # downlink, uplink on this rank
+        self._round_rejected = 0
+        self._round_start_time = time.perf_counter()
+        self._in_round = True
+
+    @override
+    def on_train_batch_start(
+        self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", batch: Any, batch_idx: int
+    ) -> None:
+        if self._plan.first[batch_idx]:
+            self._start_client(trainer, int(self._plan.batch_client[batch_idx]))
+
+    @override
+    def on_train_batch_end(
+        self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        plan = self._plan
+        if plan.last[batch_idx]:
+            self._finish_client(int(plan.batch_client[batch_idx]))
+        if batch_idx == plan.num_batches - 1:
+            self._finish_round(trainer)
+
+    @override
+    def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        # Lightning logs epoch-level metrics at the step named "step": make it the round.
+        pl_module.log("step", float(trainer.current_epoch), logger=True, prog_bar=False)
+
+    @override
+    def on_validation_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            pl_module.log("step", float(trainer.current_epoch), logger=True, prog_bar=False)
+
+    @override
+    def on_save_checkpoint(
+        self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", checkpoint: dict[str, Any]
+    ) -> None:
+        if getattr(self, "_in_round", False):
+            raise FederatedRuntimeError(
+                f"refusing to checkpoint in the middle of round {trainer.current_epoch}: the module holds a "
+                "client's weights, not the global model. Checkpoint at round ends (ModelCheckpoint(every_n_epochs=1))"
+            )
+
+    # ------------------------------------------------------------------ client
+    @torch.no_grad()
+    def _start_client(self, trainer: "pl.Trainer", client_id: int) -> None:
+        state = self._state
+        assert state is not None
+        self.current_client = client_id
+        round_idx = self._plan.round_idx
+        nbytes, received = self.downlink.send(
+            self._names, state.views, seed=self._seed, round_idx=round_idx, client_id=client_id,
+            codecs=self._down_codecs,
+        )
+        nbytes += self._int_bytes()
+        self._round_bytes[0] += nbytes
+        if self.downlink.lossless:
+            self._start_views_active = state.views
+            self._start_active = state.flat
+        else:
+            torch._foreach_copy_(self._start_views, received)
+            self._start_views_active = self._start_views
+            self._start_active = self._start
+        state.write_module(self._start_views_active)
+        for optimizer in trainer.optimizers:
+            optimizer.state.clear()
+        client_seed = derive_seed(self._seed, "client", round_idx, client_id)
+        torch.manual_seed(client_seed)
+        np.random.seed(client_seed % (2**32))
+        random.seed(client_seed)
+
+    @torch.no_grad()
+    def _finish_client(self, client_id: int) -> None:
+        state = self._state
+        assert state is not None
+        state.module_minus(self._start_active, self._delta, self._delta_views)
+        nbytes, received = self.uplink.send(
+            self._names, self._delta_views, seed=self._seed, round_idx=self._plan.round_idx, client_id=client_id,
+            codecs=self._up_codecs,
+        )
+        int_delta = state.module_int_minus_global()
+        nbytes += self._int_bytes()
+        self._round_bytes[1] += nbytes
+        if self.uplink.lossless:
+            update = self._delta
+        else:
+            torch._foreach_copy_(self._received_views, received)
+            update = self._received
+        if not bool(torch.isfinite(update).all()):
+            self._reject(client_id)
+            return
+        weight = float(self._dm.client_sizes[client_id])
+        self._agg.update(update, weight, extra=int_delta.to(torch.float64))
+        self.current_client = None
+
+    def _int_bytes(self) -> int:
+        state = self._state
+        assert state is not None
+        return sum(self.downlink.raw.encode(t, 0).nbytes for t in state.int_views)
+
+    def _reject(self, client_id: int) -> None:
+        self._round_rejected += 1
+        self.current_client = None
+        if not self._warned_nonfinite:
+            self._warned_nonfinite = True
+            warnings.warn(
+                f"client {client_id}'s update in round {self._plan.round_idx} contains NaN or Inf and was dropped "
+                "from the average; further rejections are counted in fl/rejected_updates without a warning",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+    # ------------------------------------------------------------------ round
+    @torch.no_grad()
+    def _finish_round(self, trainer: "pl.Trainer") -> None:
+        state = self._state
+        assert state is not None
+        agg = self._agg
+        n_int = state.int_numel
+        agg.extras[n_int : n_int + 3] += torch.tensor(
+            [self._round_bytes[0], self._round_bytes[1], self._round_rejected], dtype=torch.float64,
+            device=agg.extras.device,
+        )
+        agg.sync()
+        extras = agg.extras.cpu()
+        down_bytes, up_bytes, rejected = (int(v) for v in extras[n_int : n_int + 3].tolist())
+        reported = agg.count
+        if reported > 0:
+            denominator = float(self._dm.client_sizes.sum()) if self.aggregation == "all" else None
+            mean = agg.compute(denominator)
+            p = state.num_param_elements
+            self.server_optimizer.step(state.flat[:p], mean[:p])
+            state.flat[p:].add_(mean[p:])
+            state.int_flat.add_(extras[:n_int].round().to(torch.int64).to(state.int_flat.device))
+        else:
+            warnings.warn(
+                f"no client update reached the server in round {self._plan.round_idx}; the global model is unchanged",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        state.write_module()
+        self._in_round = False
+        self.current_client = None
+        self.uplink_bytes_total += up_bytes
+        self.downlink_bytes_total += down_bytes
+        self.rejected_updates_total += rejected
+        self.rounds_completed += 1
+        stats = RoundStats(
+            round_idx=self._plan.round_idx,
+            clients=reported,
+            uplink_bytes=up_bytes,
+            downlink_bytes=down_bytes,
+            uplink_bytes_total=self.uplink_bytes_total,
+            downlink_bytes_total=self.downlink_bytes_total,
+            dense_bytes=self._dense_bytes * len(self._plan.clients),
+            rejected_updates=rejected,
+            round_seconds=time.perf_counter() - self._round_start_time,
+        )
+        self.history.append(log_round(trainer, stats))
+
+    # ------------------------------------------------------------------ checkpoints
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "server_optimizer": self.server_optimizer.state_dict(),
+            "downlink": self.downlink.codec.state_dict(),
+            "uplink": self.uplink.codec.state_dict(),
+            "uplink_bytes_total": self.uplink_bytes_total,
+            "downlink_bytes_total": self.downlink_bytes_total,
+            "rejected_updates_total": self.rejected_updates_total,
+            "rounds_completed": self.rounds_completed,
+        }
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending = state_dict
+        self.downlink.codec.load_state_dict(state_dict["downlink"])
+        self.uplink.codec.load_state_dict(state_dict["uplink"])
+        self.uplink_bytes_total = int(state_dict["uplink_bytes_total"])
+        self.downlink_bytes_total = int(state_dict["downlink_bytes_total"])
+        self.rejected_updates_total = int(state_dict["rejected_updates_total"])
+        self.rounds_completed = int(state_dict["rounds_completed"])
+
+    def _apply_loaded_state(self, state_dict: dict[str, Any], device: torch.device) -> None:
+        self.server_optimizer.load_state_dict(state_dict["server_optimizer"], device)

@@ -1,0 +1,56 @@
+"""The framework's own per-round scalars, logged once per round with ``step = round_idx``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytorch_lightning as pl
+
+
+@dataclass(frozen=True)
+class RoundStats:
+    """What one round cost and did, over all ranks.
+
+    Attributes:
+        round_idx: The round.
+        clients: Client updates aggregated (rejected ones excluded).
+        uplink_bytes: Payload bytes clients sent this round.
+        downlink_bytes: Payload bytes the server sent this round.
+        uplink_bytes_total: Cumulative uplink bytes.
+        downlink_bytes_total: Cumulative downlink bytes.
+        dense_bytes: Bytes the round's traffic in one direction would take as raw float32 payloads.
+        rejected_updates: Client updates dropped for containing NaN or Inf.
+        round_seconds: Wall time of the round's training and aggregation on this rank.
+    """
+
+    round_idx: int
+    clients: int
+    uplink_bytes: int
+    downlink_bytes: int
+    uplink_bytes_total: int
+    downlink_bytes_total: int
+    dense_bytes: int
+    rejected_updates: int
+    round_seconds: float
+
+    def metrics(self) -> dict[str, float]:
+        """The ``fl/`` scalars, by their logged names."""
+        return {
+            "fl/clients": float(self.clients),
+            "fl/uplink_bytes": float(self.uplink_bytes),
+            "fl/downlink_bytes": float(self.downlink_bytes),
+            "fl/uplink_bytes_total": float(self.uplink_bytes_total),
+            "fl/downlink_bytes_total": float(self.downlink_bytes_total),
+            "fl/uplink_ratio": self.dense_bytes / self.uplink_bytes if self.uplink_bytes else 0.0,
+            "fl/downlink_ratio": self.dense_bytes / self.downlink_bytes if self.downlink_bytes else 0.0,
+            "fl/rejected_updates": float(self.rejected_updates),
+            "fl/round_seconds": self.round_seconds,
+        }
+
+
+def log_round(trainer: "pl.Trainer", stats: RoundStats) -> dict[str, float]:
+    """Send the round's scalars to every logger at ``step = round_idx`` and return them."""
+    metrics = stats.metrics()
+    for logger in trainer.loggers:
+        logger.log_metrics(metrics, step=stats.round_idx)
+    return metrics

@@ -1,0 +1,250 @@
+"""The federated data module: partitions a dataset across clients and feeds each round's clients."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import Dataset
+from typing_extensions import override
+
+from lightning_fl.datamodules.datasets.base import DatasetSource, Splits
+from lightning_fl.datamodules.loaders import eval_batches, make_batch_loader
+from lightning_fl.datamodules.partitioners.base import Partitioner
+from lightning_fl.datamodules.plan import (
+    CLIENT_SAMPLING_MODES,
+    ClientSampling,
+    RoundPlan,
+    build_round_plan,
+)
+from lightning_fl.exceptions import FederatedConfigError
+from lightning_fl.seeding import derive_seed
+
+
+def dataset_targets(dataset: Dataset) -> np.ndarray:
+    """Integer labels of every sample: the dataset's ``targets`` attribute, or its samples' second element."""
+    targets = getattr(dataset, "targets", None)
+    if targets is None:
+        targets = [int(dataset[i][1]) for i in range(len(dataset))]  # type: ignore[arg-type]
+    if isinstance(targets, torch.Tensor):
+        return targets.cpu().numpy()
+    return np.asarray(targets)
+
+
+class FederatedDataModule(pl.LightningDataModule):
+    """Partitions a training set across clients and yields, for round ``trainer.current_epoch``, the batches of
+    that round's sampled clients on this rank, one client after another.
+
+    Validation and test sets are not partitioned: they evaluate the global model, sharded over ranks.
+
+    Args:
+        train_dataset: A map-style dataset, or a :class:`DatasetSource` (e.g. ``Digits()``) whose splits supply
+            train, validation and test data. ``None`` loads the embedded scikit-learn digits.
+        val_dataset: Held-out data for the global model (overrides the source's validation split).
+        test_dataset: Test data for ``trainer.test`` (overrides the source's test split).
+        partitioner: How training samples are split across clients; ``None`` is an IID split over 100 clients.
+        clients_per_round: Clients sampled per round, in ``[1, num_clients]`` (ignored by ``client_sampling="all"``).
+        batch_size: Local minibatch size.
+        local_epochs: Passes over its data that a client makes per round.
+        client_sampling: ``"uniform"`` without replacement, ``"all"`` clients, or ``"size"``-proportional.
+        local_val_fraction: Fraction of every client's samples held out as its own validation split, in [0, 1).
+        eval_batch_size: Batch size of validation and test loaders.
+        num_workers: Data loader worker processes (0 loads in the main process).
+        pin_memory: Pin batches in page-locked memory (for GPU training).
+        shuffle: Shuffle each client's samples every local epoch (seeded per round, client and epoch).
+        seed: Seed of client sampling, shuffling and the local split.
+
+    Raises:
+        FederatedConfigError: On any argument outside its allowed range.
+
+    Example:
+        >>> from lightning_fl.datamodules import IIDPartitioner
+        >>> dm = FederatedDataModule(partitioner=IIDPartitioner(num_clients=10), clients_per_round=3)
+        >>> dm.setup("fit")
+        >>> dm.num_clients, len(dm.plan_round(0).rank_clients)
+        (10, 3)
+    """
+
+    def __init__(
+        self,
+        train_dataset: Dataset | DatasetSource | None = None,
+        val_dataset: Dataset | None = None,
+        test_dataset: Dataset | None = None,
+        partitioner: Partitioner | None = None,
+        clients_per_round: int = 10,
+        batch_size: int = 16,
+        local_epochs: int = 1,
+        client_sampling: ClientSampling = "uniform",
+        local_val_fraction: float = 0.0,
+        eval_batch_size: int = 512,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        shuffle: bool = True,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        _check_int("batch_size", batch_size, 1)
+        _check_int("local_epochs", local_epochs, 1)
+        _check_int("clients_per_round", clients_per_round, 1)
+        _check_int("eval_batch_size", eval_batch_size, 1)
+        _check_int("num_workers", num_workers, 0)
+        if client_sampling not in CLIENT_SAMPLING_MODES:
+            raise FederatedConfigError(
+                f"client_sampling must be one of {CLIENT_SAMPLING_MODES}, got {client_sampling!r}"
+            )
+        if not 0.0 <= local_val_fraction < 1.0:
+            raise FederatedConfigError(f"local_val_fraction must be in [0, 1), got {local_val_fraction}")
+        if partitioner is None:
+            from lightning_fl.datamodules.partitioners import IIDPartitioner
+
+            partitioner = IIDPartitioner(num_clients=100, seed=seed)
+        if not isinstance(partitioner, Partitioner):
+            raise FederatedConfigError(f"partitioner must be a Partitioner, got {type(partitioner).__name__}")
+        n = partitioner.num_clients
+        if n is not None and client_sampling != "all" and clients_per_round > n:
+            raise FederatedConfigError(f"clients_per_round must be in [1, num_clients={n}], got {clients_per_round}")
+        self.source = train_dataset
+        self.val_dataset = val_dataset
+        self.test_dataset = test_dataset
+        self.partitioner = partitioner
+        self.clients_per_round = clients_per_round
+        self.batch_size = batch_size
+        self.local_epochs = local_epochs
+        self.client_sampling: ClientSampling = client_sampling
+        self.local_val_fraction = local_val_fraction
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.shuffle = shuffle
+        self.seed = seed
+        self.train_dataset: Dataset | None = None
+        self.client_indices: list[np.ndarray] = []
+        self.client_val_indices: list[np.ndarray] = []
+        self.current_plan: RoundPlan | None = None
+
+    # ------------------------------------------------------------------ setup
+    @override
+    def setup(self, stage: str) -> None:
+        if self.train_dataset is not None:
+            return
+        splits = self._load_splits()
+        self.train_dataset = splits.train
+        self.val_dataset = self.val_dataset if self.val_dataset is not None else splits.val
+        self.test_dataset = self.test_dataset if self.test_dataset is not None else splits.test
+        labels = dataset_targets(splits.train)
+        groups = getattr(splits.train, "groups", None)
+        parts = self.partitioner.partition(labels, groups)
+        if self.client_sampling != "all" and self.clients_per_round > len(parts):
+            raise FederatedConfigError(
+                f"clients_per_round must be in [1, num_clients={len(parts)}], got {self.clients_per_round}"
+            )
+        self.client_indices, self.client_val_indices = self._split_local(parts)
+        empty = [c for c, ix in enumerate(self.client_indices) if len(ix) == 0]
+        if empty:
+            raise FederatedConfigError(
+                f"every client needs at least one training sample; clients {empty[:10]} have none "
+                f"(lower local_val_fraction={self.local_val_fraction} or use fewer clients)"
+            )
+
+    def _load_splits(self) -> Splits:
+        source = self.source
+        if source is None:
+            from lightning_fl.datamodules.datasets import Digits
+
+            source = Digits(seed=self.seed)
+        if isinstance(source, DatasetSource):
+            return source.load()
+        if not hasattr(source, "__getitem__") or not hasattr(source, "__len__"):
+            raise FederatedConfigError(
+                f"train_dataset must be a map-style Dataset (with __getitem__ and __len__) or a DatasetSource, "
+                f"got {type(source).__name__}"
+            )
+        return Splits(train=source)
+
+    def _split_local(self, parts: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        if self.local_val_fraction == 0.0:
+            return list(parts), [np.empty(0, dtype=np.int64) for _ in parts]
+        train, val = [], []
+        for client_id, ix in enumerate(parts):
+            rng = np.random.default_rng(derive_seed(self.seed, "local_split", client_id))
+            perm = ix[rng.permutation(len(ix))]
+            n_val = int(round(len(ix) * self.local_val_fraction))
+            val.append(np.sort(perm[:n_val]))
+            train.append(np.sort(perm[n_val:]))
+        return train, val
+
+    # ------------------------------------------------------------------ clients
+    @property
+    def num_clients(self) -> int:
+        """Number of clients (known after ``setup``)."""
+        if self.client_indices:
+            return len(self.client_indices)
+        if self.partitioner.num_clients is None:
+            raise FederatedConfigError("num_clients of a natural partition is known only after setup()")
+        return self.partitioner.num_clients
+
+    @property
+    def client_sizes(self) -> np.ndarray:
+        """Training samples of every client: the FedAvg weights n_k."""
+        return np.array([len(ix) for ix in self.client_indices], dtype=np.int64)
+
+    def plan_round(self, round_idx: int, world_size: int = 1, rank: int = 0) -> RoundPlan:
+        """The plan of ``round_idx`` as seen by ``rank`` of ``world_size`` (identical inputs on every rank)."""
+        if not self.client_indices:
+            raise FederatedConfigError("call setup() before planning a round")
+        return build_round_plan(
+            round_idx,
+            self.client_indices,
+            clients_per_round=self.clients_per_round,
+            batch_size=self.batch_size,
+            local_epochs=self.local_epochs,
+            client_sampling=self.client_sampling,
+            shuffle=self.shuffle,
+            seed=self.seed,
+            world_size=world_size,
+            rank=rank,
+        )
+
+    # ------------------------------------------------------------------ loaders
+    @override
+    def train_dataloader(self) -> Any:
+        trainer = self.trainer
+        round_idx = trainer.current_epoch if trainer is not None else 0
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        self.current_plan = self.plan_round(round_idx, world, rank)
+        assert self.train_dataset is not None
+        return make_batch_loader(self.train_dataset, self.current_plan.batches, self.num_workers, self.pin_memory)
+
+    def _eval_loader(self, dataset: Dataset | None, name: str) -> Any:
+        if dataset is None:
+            return []
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        batches = eval_batches(len(dataset), self.eval_batch_size, rank, world)  # type: ignore[arg-type]
+        return make_batch_loader(dataset, batches, self.num_workers, self.pin_memory)
+
+    @override
+    def val_dataloader(self) -> Any:
+        return self._eval_loader(self.val_dataset, "val")
+
+    @override
+    def test_dataloader(self) -> Any:
+        return self._eval_loader(self.test_dataset, "test")
+
+    def client_dataloader(self, client_id: int, split: str = "val") -> Any:
+        """Sequential batches over one client's own local ``"val"`` or ``"train"`` samples."""
+        if not 0 <= client_id < self.num_clients:
+            raise FederatedConfigError(f"client_id must be in [0, {self.num_clients - 1}], got {client_id}")
+        if split not in ("val", "train"):
+            raise FederatedConfigError(f"split must be 'val' or 'train', got {split!r}")
+        ix = (self.client_val_indices if split == "val" else self.client_indices)[client_id]
+        assert self.train_dataset is not None
+        batches = [ix[i : i + self.eval_batch_size] for i in range(0, len(ix), self.eval_batch_size)]
+        return make_batch_loader(self.train_dataset, batches, self.num_workers, self.pin_memory)
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise FederatedConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")

@@ -1,0 +1,162 @@
+"""Base class of the partitioners: who holds which training samples."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+
+from lightning_fl.exceptions import FederatedConfigError
+
+
+def check_int(name: str, value: Any, minimum: int) -> int:
+    """Return ``value`` as an ``int`` after checking that it is an integer ``>= minimum``.
+
+    Args:
+        name: Argument name used in the error message.
+        value: The value given by the caller; integral floats such as ``4.0`` are accepted.
+        minimum: Smallest allowed value.
+
+    Returns:
+        ``value`` as a Python ``int``.
+
+    Raises:
+        FederatedConfigError: If ``value`` is a bool, not integral, or smaller than ``minimum``.
+
+    Example:
+        >>> check_int("shards_per_client", 2, minimum=1)
+        2
+        >>> check_int("shards_per_client", 0, minimum=1)
+        Traceback (most recent call last):
+        ...
+        lightning_fl.exceptions.FederatedConfigError: shards_per_client must be an integer >= 1, got 0
+    """
+    try:
+        ok = not isinstance(value, bool) and int(value) == value and value >= minimum
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise FederatedConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_positive(name: str, value: Any, allow_zero: bool = False) -> float:
+    """Return ``value`` as a ``float`` after checking that it is finite and ``> 0`` (or ``>= 0``).
+
+    Args:
+        name: Argument name used in the error message.
+        value: The value given by the caller.
+        allow_zero: Accept ``0`` as well.
+
+    Returns:
+        ``value`` as a Python ``float``.
+
+    Raises:
+        FederatedConfigError: If ``value`` is not a finite number in the allowed range.
+
+    Example:
+        >>> check_positive("alpha", 0.5)
+        0.5
+        >>> check_positive("alpha", 0.0)
+        Traceback (most recent call last):
+        ...
+        lightning_fl.exceptions.FederatedConfigError: alpha must be a finite number > 0, got 0.0
+    """
+    bound = ">= 0" if allow_zero else "> 0"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
+        raise FederatedConfigError(f"{name} must be a finite number {bound}, got {value!r}")
+    return number
+
+
+def _fingerprint(array: np.ndarray | None) -> tuple[Any, ...] | None:
+    """A hashable summary of an array's contents, used as the cache key."""
+    if array is None:
+        return None
+    if array.dtype == object:
+        return (len(array), hash(tuple(array.tolist())))
+    return (array.dtype.str, array.shape, hash(array.tobytes()))
+
+
+class Partitioner(ABC):
+    """Splits the indices of a dataset into one index array per client.
+
+    A partitioner is configured with its arguments (including an explicit ``seed``), computes the assignment
+    once from the labels (and, for natural partitions, per-sample group keys) and caches it. Randomness only
+    comes from ``numpy.random.default_rng(seed)``, never from global state.
+
+    Subclasses check their own arguments in ``__init__`` and implement :meth:`_assign`.
+
+    Args:
+        num_clients: Number of clients, at least 1. ``None`` only for partitioners that derive it from the data.
+        seed: Seed of the assignment.
+
+    Raises:
+        FederatedConfigError: If ``num_clients`` is not an integer >= 1 (or ``None``).
+
+    Example:
+        >>> from lightning_fl.datamodules.partitioners import IIDPartitioner
+        >>> parts = IIDPartitioner(num_clients=2, seed=0).partition(np.array([0, 1, 0, 1, 1]))
+        >>> sorted(np.concatenate(parts).tolist())
+        [0, 1, 2, 3, 4]
+    """
+
+    def __init__(self, num_clients: int | None, seed: int = 0) -> None:
+        self.num_clients = None if num_clients is None else check_int("num_clients", num_clients, minimum=1)
+        self.seed = check_int("seed", seed, minimum=0)
+        self._cache: list[np.ndarray] | None = None
+        self._cache_key: tuple[Any, ...] | None = None
+
+    def partition(self, labels: np.ndarray, groups: np.ndarray | None = None) -> list[np.ndarray]:
+        """Return one sorted ``int64`` index array per client; every sample appears exactly once.
+
+        The result is computed on the first call and cached; later calls with the same ``labels`` and
+        ``groups`` return the cached list.
+
+        Args:
+            labels: Class label of every sample, shape (N,).
+            groups: Optional per-sample natural client key (writer, user), shape (N,), used by natural partitioners.
+
+        Returns:
+            A list with one sorted ``int64`` index array per client.
+
+        Raises:
+            FederatedConfigError: If the data cannot be split as configured (for example more clients than samples)
+                or if ``labels``/``groups`` have the wrong shape.
+        """
+        labels = np.asarray(labels)
+        if labels.ndim != 1:
+            raise FederatedConfigError(
+                f"labels must be a 1-D array with one entry per sample, got shape {labels.shape}"
+            )
+        if groups is not None:
+            groups = np.asarray(groups)
+            if groups.shape != labels.shape:
+                raise FederatedConfigError(
+                    f"groups must have one entry per sample, shape {labels.shape}, got shape {groups.shape}"
+                )
+        key = (_fingerprint(labels), _fingerprint(groups))
+        if self._cache is None or self._cache_key != key:
+            if self.num_clients is not None and self.num_clients > len(labels):
+                raise FederatedConfigError(
+                    f"num_clients must be at most the number of training samples ({len(labels)}), "
+                    f"got {self.num_clients}"
+                )
+            rng = np.random.default_rng(self.seed)
+            parts = self._assign(labels, groups, rng)
+            self._cache = [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
+            self._cache_key = key
+        return self._cache
+
+    @abstractmethod
+    def _assign(self, labels: np.ndarray, groups: np.ndarray | None, rng: np.random.Generator) -> list[np.ndarray]:
+        """Compute the assignment (abstract: each partitioner has its own rule)."""
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({args})"

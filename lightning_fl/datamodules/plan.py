@@ -1,0 +1,191 @@
+"""The round plan: which clients train in a round, on which rank, in which batches.
+
+Every rank computes the same plan from ``(seed, round_idx)`` alone, so no communication is needed to agree on
+it. A plan is a frozen description; :mod:`lightning_fl.datamodules.loaders` turns this rank's part into batches.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from lightning_fl.exceptions import FederatedConfigError
+from lightning_fl.seeding import derive_seed
+
+ClientSampling = Literal["uniform", "all", "size"]
+CLIENT_SAMPLING_MODES = ("uniform", "all", "size")
+
+
+def sample_clients(
+    round_idx: int, sizes: np.ndarray, clients_per_round: int, mode: ClientSampling, seed: int
+) -> np.ndarray:
+    """Choose the clients of a round, identically on every rank.
+
+    Args:
+        round_idx: 0-based round.
+        sizes: Number of training samples of every client.
+        clients_per_round: How many clients to sample (ignored by ``"all"``).
+        mode: ``"uniform"`` (without replacement), ``"all"`` (every client) or ``"size"`` (without replacement,
+            with probability proportional to client size).
+        seed: Base seed; the round's randomness is ``derive_seed(seed, "sample", round_idx)``.
+
+    Returns:
+        The sorted client ids of the round.
+
+    Example:
+        >>> sample_clients(0, np.array([5, 5, 5, 5]), 2, "uniform", seed=0).tolist() == \
+            sample_clients(0, np.array([5, 5, 5, 5]), 2, "uniform", seed=0).tolist()
+        True
+        >>> sample_clients(3, np.array([5, 5, 5]), 2, "all", seed=0).tolist()
+        [0, 1, 2]
+    """
+    num_clients = len(sizes)
+    if mode == "all":
+        return np.arange(num_clients, dtype=np.int64)
+    if mode not in CLIENT_SAMPLING_MODES:
+        raise FederatedConfigError(f"client_sampling must be one of {CLIENT_SAMPLING_MODES}, got {mode!r}")
+    if not 1 <= clients_per_round <= num_clients:
+        raise FederatedConfigError(
+            f"clients_per_round must be in [1, num_clients={num_clients}], got {clients_per_round}"
+        )
+    rng = np.random.default_rng(derive_seed(seed, "sample", round_idx))
+    p = None if mode == "uniform" else sizes / sizes.sum()
+    chosen = rng.choice(num_clients, size=clients_per_round, replace=False, p=p)
+    return np.sort(chosen.astype(np.int64))
+
+
+def assign_to_ranks(work: np.ndarray, world_size: int) -> list[list[int]]:
+    """Spread items over ranks greedily, longest first, to balance the summed ``work``.
+
+    Args:
+        work: Amount of work of every item (for clients: their number of batches).
+        world_size: Number of ranks.
+
+    Returns:
+        For every rank, the positions (into ``work``) of its items, in the order they run.
+
+    Example:
+        >>> assign_to_ranks(np.array([1, 5, 2, 2]), 2)
+        [[1], [2, 3, 0]]
+    """
+    loads = [0] * world_size
+    out: list[list[int]] = [[] for _ in range(world_size)]
+    for pos in sorted(range(len(work)), key=lambda i: (-int(work[i]), i)):
+        rank = min(range(world_size), key=lambda r: (loads[r], r))
+        out[rank].append(pos)
+        loads[rank] += int(work[pos])
+    return out
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """One rank's view of one round.
+
+    Attributes:
+        round_idx: The round.
+        clients: All clients of the round (every rank), sorted.
+        rank_clients: The clients this rank trains, in order.
+        batches: This rank's batches: arrays of sample indices, padded to the longest rank.
+        batch_client: For every batch of this rank, its client id, or -1 for a padding batch.
+        first: For every batch, whether it is its client's first batch.
+        last: For every batch, whether it is its client's last batch.
+    """
+
+    round_idx: int
+    clients: np.ndarray
+    rank_clients: list[int]
+    batches: list[np.ndarray]
+    batch_client: np.ndarray
+    first: np.ndarray
+    last: np.ndarray
+
+    @property
+    def num_batches(self) -> int:
+        """Batches in this round on this rank (equal on every rank)."""
+        return len(self.batches)
+
+    @property
+    def num_padding_batches(self) -> int:
+        """Batches whose effect is discarded, added so every rank runs the same number of batches."""
+        return int((self.batch_client < 0).sum())
+
+
+def client_batches(
+    indices: np.ndarray, batch_size: int, local_epochs: int, shuffle: bool, seed: int, round_idx: int, client_id: int
+) -> list[np.ndarray]:
+    """The batches one client runs in a round: ``local_epochs`` passes over its samples, each shuffled from
+    ``derive_seed(seed, "shuffle", round_idx, client_id, epoch)``.
+
+    Example:
+        >>> [b.tolist() for b in client_batches(np.arange(5), 2, 1, False, 0, 0, 0)]
+        [[0, 1], [2, 3], [4]]
+    """
+    out: list[np.ndarray] = []
+    for epoch in range(local_epochs):
+        order = indices
+        if shuffle:
+            rng = np.random.default_rng(derive_seed(seed, "shuffle", round_idx, client_id, epoch))
+            order = indices[rng.permutation(len(indices))]
+        out.extend(order[i : i + batch_size] for i in range(0, len(order), batch_size))
+    return out
+
+
+def num_client_batches(size: int, batch_size: int, local_epochs: int) -> int:
+    """Number of batches a client of ``size`` samples runs in a round."""
+    return local_epochs * math.ceil(size / batch_size)
+
+
+def build_round_plan(
+    round_idx: int,
+    client_indices: list[np.ndarray],
+    *,
+    clients_per_round: int,
+    batch_size: int,
+    local_epochs: int,
+    client_sampling: ClientSampling,
+    shuffle: bool,
+    seed: int,
+    world_size: int,
+    rank: int,
+) -> RoundPlan:
+    """Sample the round's clients, spread them over ranks and list this rank's batches.
+
+    Ranks with less work are padded with copies of a real batch of the round (their effect is discarded by the
+    server callback) so that every rank runs the same number of batches: Lightning runs a collective in every
+    training batch.
+    """
+    sizes = np.array([len(ix) for ix in client_indices], dtype=np.int64)
+    clients = sample_clients(round_idx, sizes, clients_per_round, client_sampling, seed)
+    work = np.array([num_client_batches(int(sizes[c]), batch_size, local_epochs) for c in clients])
+    per_rank = assign_to_ranks(work, world_size)
+    total = max(int(work[pos].sum()) for pos in [np.array(p, dtype=np.int64) for p in per_rank])
+    rank_clients = [int(clients[pos]) for pos in per_rank[rank]]
+    batches: list[np.ndarray] = []
+    batch_client: list[int] = []
+    first: list[bool] = []
+    last: list[bool] = []
+    for client_id in rank_clients:
+        own = client_batches(client_indices[client_id], batch_size, local_epochs, shuffle, seed, round_idx, client_id)
+        batches.extend(own)
+        batch_client.extend([client_id] * len(own))
+        first.extend([True] + [False] * (len(own) - 1))
+        last.extend([False] * (len(own) - 1) + [True])
+    if len(batches) < total:
+        filler = client_indices[int(clients[0])][:batch_size]
+        pad = total - len(batches)
+        batches.extend([filler] * pad)
+        batch_client.extend([-1] * pad)
+        first.extend([False] * pad)
+        last.extend([False] * pad)
+    return RoundPlan(
+        round_idx=round_idx,
+        clients=clients,
+        rank_clients=rank_clients,
+        batches=batches,
+        batch_client=np.array(batch_client, dtype=np.int64),
+        first=np.array(first, dtype=bool),
+        last=np.array(last, dtype=bool),
+    )

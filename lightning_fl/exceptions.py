@@ -1,0 +1,19 @@
+"""Exceptions raised by lightning-fl on misuse of its API.
+
+Each subclasses the builtin a caller would expect, so ``except ValueError`` keeps working.
+"""
+
+
+class FederatedConfigError(ValueError):
+    """An argument or a Trainer setting that lightning-fl cannot accept.
+
+    The message names the argument, what is allowed and what was given.
+    """
+
+
+class FederatedRuntimeError(RuntimeError):
+    """Federated training reached a state it cannot continue from (for example a mid-round checkpoint)."""
+
+
+class PayloadError(ValueError):
+    """A codec payload that is malformed, truncated or was produced by a different codec."""

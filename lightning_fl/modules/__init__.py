@@ -1,0 +1,5 @@
+"""Ready-made LightningModules."""
+
+from lightning_fl.modules.classifier import ClassifierModule
+
+__all__ = ["ClassifierModule"]

@@ -1,0 +1,5 @@
+"""Neural-network building blocks: reference models."""
+
+from lightning_fl.nn.models import MLP, SmallCNN
+
+__all__ = ["MLP", "SmallCNN"]
