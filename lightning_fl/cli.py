@@ -72,17 +72,15 @@ def _device_count(trainer_config: dict[str, Any]) -> int:
 def partition_main(argv: list[str]) -> None:
     """``lightning-fl partition --config C [--plot out.png] [--data.ARG=VALUE ...]``: print the client sizes and
     label histograms of the config's data module, and optionally draw them."""
-    parser = ArgumentParser(prog="lightning-fl partition", description=partition_main.__doc__)
-    parser.add_argument("--config", type=str, required=True, help="A lightning-fl YAML config")
-    parser.add_argument("--plot", type=str, default=None, help="Write a PNG of label counts per client here")
-    parser.add_class_arguments(FederatedDataModule, "data")
-    args_without_config = [a for a in argv if not a.startswith("--config")]
-    config_path = _value_of(argv, "--config")
+    config_path, rest = _pop_flag(argv, "--config")
     if config_path is None:
-        parser.error("--config is required")
+        raise FederatedConfigError("lightning-fl partition needs --config PATH (a lightning-fl YAML config)")
+    parser = ArgumentParser(prog="lightning-fl partition", description=partition_main.__doc__)
+    parser.add_argument("--plot", type=str | None, default=None, help="Write a PNG of label counts per client here")
+    parser.add_class_arguments(FederatedDataModule, "data")
     raw = yaml.safe_load(Path(config_path).read_text()) or {}
     parser.set_defaults({f"data.{k}": v for k, v in (raw.get("data") or {}).items()})
-    cfg = parser.parse_args(["--config", config_path, *args_without_config])
+    cfg = parser.parse_args(rest)
     dm = parser.instantiate_classes(cfg).data
     dm.setup("fit")
     assert dm.train_dataset is not None
@@ -94,25 +92,26 @@ def partition_main(argv: list[str]) -> None:
         print(f"wrote {path}")
 
 
-def _value_of(argv: list[str], flag: str) -> str | None:
+def _pop_flag(argv: list[str], flag: str) -> tuple[str | None, list[str]]:
+    """The value of ``flag`` (``--flag V`` or ``--flag=V``) and ``argv`` without it."""
     for i, arg in enumerate(argv):
         if arg == flag and i + 1 < len(argv):
-            return argv[i + 1]
+            return argv[i + 1], argv[:i] + argv[i + 2 :]
         if arg.startswith(flag + "="):
-            return arg.split("=", 1)[1]
-    return None
+            return arg.split("=", 1)[1], argv[:i] + argv[i + 1 :]
+    return None, argv
 
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``lightning-fl`` console script."""
     argv = sys.argv[1:] if args is None else args
-    if argv and argv[0] == "partition":
-        try:
+    try:
+        if argv and argv[0] == "partition":
             partition_main(argv[1:])
-        except FederatedConfigError as err:
-            sys.exit(f"lightning-fl partition: {err}")
-        return
-    FederatedCLI(args=argv)
+        else:
+            FederatedCLI(args=argv)
+    except FederatedConfigError as err:
+        sys.exit(f"lightning-fl: error: {err}")
 
 
 if __name__ == "__main__":

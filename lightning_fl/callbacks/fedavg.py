@@ -150,11 +150,12 @@ class FederatedAveraging(Callback):
     @override
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         # Lightning logs epoch-level metrics at the step named "step": make it the round.
-        pl_module.log("step", float(trainer.current_epoch), logger=True, prog_bar=False)
+        if trainer.loggers:
+            pl_module.log("step", float(trainer.current_epoch), logger=True, prog_bar=False)
 
     @override
     def on_validation_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+        if trainer.loggers and trainer.state.fn == "fit" and not trainer.sanity_checking:
             pl_module.log("step", float(trainer.current_epoch), logger=True, prog_bar=False)
 
     @override

@@ -37,7 +37,7 @@ class Link:
         self.codec: Codec = codec if codec is not None else Identity()
         self.raw = Identity()
         self.direction = direction
-        self.select = select if select is not None else (lambda name, t: t.is_floating_point())
+        self.select = select if select is not None else is_floating
 
     @property
     def lossless(self) -> bool:
@@ -84,3 +84,8 @@ class Link:
             t = tensor.float() if tensor.is_floating_point() else tensor
             total += self.raw.encode(t, 0).nbytes
         return total
+
+
+def is_floating(name: str, tensor: torch.Tensor) -> bool:
+    """The default tensor selection of a link: every floating tensor goes through the codec."""
+    return tensor.is_floating_point()
