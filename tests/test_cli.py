@@ -33,7 +33,7 @@ def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
 def test_cli_runs_resumes_and_logs_one_value_per_round(tmp_path):
     full = fit(tmp_path, "full", "--trainer.max_epochs=3")
     logged = scalars(full)
-    for tag in FL_TAGS + ["val/acc", "val/loss"]:
+    for tag in [*FL_TAGS, "val/acc", "val/loss"]:
         assert [step for step, _ in logged[tag]] == [0, 1, 2], tag
     assert [v for _, v in logged["fl/clients"]] == [20.0, 20.0, 20.0]
     assert [v for _, v in logged["fl/uplink_ratio"]] == [1.0, 1.0, 1.0]

@@ -89,12 +89,12 @@ class FederatedAveraging(Callback):
 
     # ------------------------------------------------------------------ hooks
     @override
-    def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit":
             check_trainer(trainer)
 
     @override
-    def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         dm = trainer.datamodule
         assert isinstance(dm, FederatedDataModule)
         self._dm = dm
@@ -116,7 +116,7 @@ class FederatedAveraging(Callback):
             self._pending = None
 
     @override
-    def on_train_epoch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         plan = self._dm.current_plan
         if plan is None or plan.round_idx != trainer.current_epoch:
             raise FederatedRuntimeError(
@@ -132,14 +132,14 @@ class FederatedAveraging(Callback):
 
     @override
     def on_train_batch_start(
-        self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", batch: Any, batch_idx: int
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         if self._plan.first[batch_idx]:
             self._start_client(trainer, int(self._plan.batch_client[batch_idx]))
 
     @override
     def on_train_batch_end(
-        self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any, batch: Any, batch_idx: int
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         plan = self._plan
         if plan.last[batch_idx]:
@@ -148,19 +148,19 @@ class FederatedAveraging(Callback):
             self._finish_round(trainer)
 
     @override
-    def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Lightning logs epoch-level metrics at the step named "step": make it the round.
         if trainer.loggers:
             pl_module.log("step", float(trainer.current_epoch), logger=True, prog_bar=False)
 
     @override
-    def on_validation_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.loggers and trainer.state.fn == "fit" and not trainer.sanity_checking:
             pl_module.log("step", float(trainer.current_epoch), logger=True, prog_bar=False)
 
     @override
     def on_save_checkpoint(
-        self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", checkpoint: dict[str, Any]
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         if getattr(self, "_in_round", False):
             raise FederatedRuntimeError(
@@ -170,7 +170,7 @@ class FederatedAveraging(Callback):
 
     # ------------------------------------------------------------------ client
     @torch.no_grad()
-    def _start_client(self, trainer: "pl.Trainer", client_id: int) -> None:
+    def _start_client(self, trainer: pl.Trainer, client_id: int) -> None:
         state = self._state
         assert state is not None
         self.current_client = client_id
@@ -239,7 +239,7 @@ class FederatedAveraging(Callback):
 
     # ------------------------------------------------------------------ round
     @torch.no_grad()
-    def _finish_round(self, trainer: "pl.Trainer") -> None:
+    def _finish_round(self, trainer: pl.Trainer) -> None:
         state = self._state
         assert state is not None
         agg = self._agg

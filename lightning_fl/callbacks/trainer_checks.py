@@ -10,7 +10,7 @@ from lightning_fl.exceptions import FederatedConfigError
 from lightning_fl.strategies import FederatedDDPStrategy
 
 
-def check_trainer(trainer: "pl.Trainer") -> None:
+def check_trainer(trainer: pl.Trainer) -> None:
     """Raise :class:`FederatedConfigError` for a Trainer that would silently train the wrong thing.
 
     One epoch is one round, so the loader must be rebuilt every epoch, no sampler may reorder clients, no
@@ -58,7 +58,7 @@ def check_trainer(trainer: "pl.Trainer") -> None:
     _check_checkpointing(trainer)
 
 
-def _check_strategy(trainer: "pl.Trainer") -> None:
+def _check_strategy(trainer: pl.Trainer) -> None:
     strategy = trainer.strategy
     if isinstance(strategy, (SingleDeviceStrategy, FederatedDDPStrategy)):
         return
@@ -69,7 +69,7 @@ def _check_strategy(trainer: "pl.Trainer") -> None:
     )
 
 
-def _check_checkpointing(trainer: "pl.Trainer") -> None:
+def _check_checkpointing(trainer: pl.Trainer) -> None:
     for cb in trainer.checkpoint_callbacks:
         if isinstance(cb, ModelCheckpoint) and (cb._every_n_train_steps or cb._train_time_interval is not None):
             raise FederatedConfigError(

@@ -170,7 +170,7 @@ class FederatedDataModule(pl.LightningDataModule):
         for client_id, ix in enumerate(parts):
             rng = np.random.default_rng(derive_seed(self.seed, "local_split", client_id))
             perm = ix[rng.permutation(len(ix))]
-            n_val = int(round(len(ix) * self.local_val_fraction))
+            n_val = round(len(ix) * self.local_val_fraction)
             val.append(np.sort(perm[:n_val]))
             train.append(np.sort(perm[n_val:]))
         return train, val

@@ -78,7 +78,7 @@ class FlatState:
         """Copy the module's current tensors into the global vectors."""
         if self.module_float:
             torch._foreach_copy_(self.views, self.module_float)
-        for dst, src in zip(self.int_views, self.module_int):
+        for dst, src in zip(self.int_views, self.module_int, strict=False):
             dst.copy_(src)
 
     @torch.no_grad()
@@ -86,7 +86,7 @@ class FlatState:
         """Copy ``views`` (default: the global state) and the integer buffers into the module."""
         if self.module_float:
             torch._foreach_copy_(self.module_float, self.views if views is None else views)
-        for dst, src in zip(self.module_int, self.int_views):
+        for dst, src in zip(self.module_int, self.int_views, strict=False):
             dst.copy_(src)
 
     @torch.no_grad()
@@ -100,7 +100,7 @@ class FlatState:
     def module_int_minus_global(self) -> torch.Tensor:
         """Integer buffers' increments since the global state (for example batches tracked by BatchNorm)."""
         out = torch.empty_like(self.int_flat)
-        for spec, src in zip(self.int_specs, self.module_int):
+        for spec, src in zip(self.int_specs, self.module_int, strict=False):
             out[spec.offset : spec.offset + spec.numel] = src.reshape(-1)
         return out - self.int_flat
 

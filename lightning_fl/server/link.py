@@ -46,7 +46,7 @@ class Link:
 
     def codecs_for(self, names: Sequence[str], tensors: Sequence[torch.Tensor]) -> list[Codec]:
         """The codec each tensor travels through."""
-        return [self.codec if self.select(n, t) else self.raw for n, t in zip(names, tensors)]
+        return [self.codec if self.select(n, t) else self.raw for n, t in zip(names, tensors, strict=False)]
 
     def send(
         self,
@@ -70,7 +70,7 @@ class Link:
         codecs = self.codecs_for(names, tensors) if codecs is None else codecs
         total = 0
         received: list[torch.Tensor] = []
-        for name, tensor, codec in zip(names, tensors, codecs):
+        for name, tensor, codec in zip(names, tensors, codecs, strict=False):
             tensor_seed = derive_seed(seed, self.direction, round_idx, client_id, name)
             payload = codec.encode(tensor, tensor_seed, key=f"{client_id}/{name}")
             total += payload.nbytes

@@ -67,10 +67,10 @@ def test_all_equals_selected_scaled_by_sampled_fraction(tiny_data):
                                  partitioner=ShardPartitioner(num_clients=6, shards_per_client=1), seed=1)
         trainer = pl.Trainer(**quiet_trainer_kwargs(max_epochs=1, callbacks=[FederatedAveraging(aggregation)]))
         trainer.fit(model, datamodule=dm)
-        results[aggregation] = [p.detach() - s for p, s in zip(model.parameters(), start)]
+        results[aggregation] = [p.detach() - s for p, s in zip(model.parameters(), start, strict=False)]
         sizes = dm.client_sizes
         scale = sizes[dm.current_plan.clients].sum() / sizes.sum()
-    for sel, all_ in zip(results["selected"], results["all"]):
+    for sel, all_ in zip(results["selected"], results["all"], strict=False):
         torch.testing.assert_close(all_, sel * float(scale))
 
 

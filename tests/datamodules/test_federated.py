@@ -32,7 +32,7 @@ def test_bad_arguments_are_refused_before_training():
 
 def test_more_clients_than_samples_and_unsatisfiable_minimum_size():
     dm = FederatedDataModule(make_tiny_data(20), partitioner=IIDPartitioner(num_clients=30), clients_per_round=2)
-    with pytest.raises(FederatedConfigError, match=r"num_clients must be at most the number of training samples \(20\)"):
+    with pytest.raises(FederatedConfigError, match=r"num_clients must be at most the number of training samples"):
         dm.setup("fit")
     dm = FederatedDataModule(make_tiny_data(20), clients_per_round=2,
                              partitioner=DirichletPartitioner(num_clients=10, alpha=0.5, min_size=3))
@@ -46,9 +46,9 @@ def test_plan_is_deterministic_and_covers_each_clients_samples_each_epoch():
     dm.setup("fit")
     a, b = dm.plan_round(3), dm.plan_round(3)
     assert a.clients.tolist() == b.clients.tolist()
-    assert all(np.array_equal(x, y) for x, y in zip(a.batches, b.batches))
+    assert all(np.array_equal(x, y) for x, y in zip(a.batches, b.batches, strict=False))
     for c in a.rank_clients:
-        rows = np.concatenate([bt for bt, owner in zip(a.batches, a.batch_client) if owner == c])
+        rows = np.concatenate([bt for bt, owner in zip(a.batches, a.batch_client, strict=False) if owner == c])
         assert sorted(rows.tolist()) == sorted(np.repeat(dm.client_indices[c], 2).tolist())
         firsts = np.flatnonzero(a.first & (a.batch_client == c))
         lasts = np.flatnonzero(a.last & (a.batch_client == c))
@@ -121,7 +121,7 @@ def test_local_validation_split_is_disjoint_and_seeded():
     dm = FederatedDataModule(make_tiny_data(100), partitioner=IIDPartitioner(num_clients=5), clients_per_round=2,
                              local_val_fraction=0.2, seed=3)
     dm.setup("fit")
-    for train, val in zip(dm.client_indices, dm.client_val_indices):
+    for train, val in zip(dm.client_indices, dm.client_val_indices, strict=False):
         assert len(val) == 4 and not set(train) & set(val)
     x, _ = next(iter(dm.client_dataloader(0, "val")))
     assert len(x) == 4
