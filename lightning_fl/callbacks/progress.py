@@ -30,7 +30,7 @@ class RoundProgressBar(TQDMProgressBar):
         super().__init__(refresh_rate=refresh_rate, process_position=process_position, leave=leave)
 
     @override
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         self.train_progress_bar = self.init_train_tqdm()
         total = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs > 0 else None
         self.train_progress_bar.reset(total=total)
@@ -39,49 +39,51 @@ class RoundProgressBar(TQDMProgressBar):
         self.train_progress_bar.refresh()
 
     @override
-    def on_train_epoch_start(self, trainer: pl.Trainer, *_: Any) -> None:
+    def on_train_epoch_start(self, trainer: "pl.Trainer", *_: Any) -> None:
         return
 
     @override
     def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+        self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         if (batch_idx + 1) % self.refresh_rate == 0 and self._train_progress_bar is not None:
             self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))
 
     @override
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         bar = self.train_progress_bar
         bar.n = trainer.current_epoch + 1
         bar.set_postfix(self.get_metrics(trainer, pl_module))
 
-    def _fitting(self, trainer: pl.Trainer) -> bool:
+    def _fitting(self, trainer: "pl.Trainer") -> bool:
         return trainer.state.fn == "fit" and not trainer.sanity_checking
 
     @override
-    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_validation_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if not self._fitting(trainer):
             super().on_validation_start(trainer, pl_module)
 
     @override
-    def on_validation_batch_start(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
+    def on_validation_batch_start(self, trainer: "pl.Trainer", *args: Any, **kwargs: Any) -> None:
         if not self._fitting(trainer):
             super().on_validation_batch_start(trainer, *args, **kwargs)
 
     @override
-    def on_validation_batch_end(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
+    def on_validation_batch_end(self, trainer: "pl.Trainer", *args: Any, **kwargs: Any) -> None:
         if not self._fitting(trainer):
             super().on_validation_batch_end(trainer, *args, **kwargs)
 
     @override
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_validation_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if not self._fitting(trainer):
             super().on_validation_end(trainer, pl_module)
         elif self._train_progress_bar is not None:
             self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))
 
     @override
-    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, int | str | float]:
+    def get_metrics(
+        self, trainer: "pl.Trainer", pl_module: "pl.LightningModule"
+    ) -> dict[str, int | str | float | dict[str, float]]:
         items = super().get_metrics(trainer, pl_module)
         items.pop("step", None)
         items.pop("v_num", None)

@@ -48,7 +48,7 @@ class RoundStats:
         }
 
 
-def log_round(trainer: pl.Trainer, stats: RoundStats) -> dict[str, float]:
+def log_round(trainer: "pl.Trainer", stats: RoundStats) -> dict[str, float]:
     """Send the round's scalars to every logger at ``step = round_idx`` and return them."""
     metrics = stats.metrics()
     for logger in trainer.loggers:

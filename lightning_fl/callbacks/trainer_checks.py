@@ -10,7 +10,7 @@ from lightning_fl.exceptions import FederatedConfigError
 from lightning_fl.strategies import FederatedDDPStrategy
 
 
-def check_trainer(trainer: pl.Trainer) -> None:
+def check_trainer(trainer: "pl.Trainer") -> None:
     """Raise :class:`FederatedConfigError` for a Trainer that would silently train the wrong thing.
 
     One epoch is one round, so the loader must be rebuilt every epoch, no sampler may reorder clients, no
@@ -19,15 +19,17 @@ def check_trainer(trainer: pl.Trainer) -> None:
     """
     from lightning_fl.datamodules.federated import FederatedDataModule
 
-    if not isinstance(trainer.datamodule, FederatedDataModule):
-        got = type(trainer.datamodule).__name__ if trainer.datamodule is not None else "no datamodule"
+    datamodule = trainer.datamodule  # type: ignore[attr-defined]
+    if not isinstance(datamodule, FederatedDataModule):
+        got = type(datamodule).__name__ if datamodule is not None else "no datamodule"
         raise FederatedConfigError(
             f"datamodule must be a lightning_fl FederatedDataModule (trainer.fit(model, datamodule=dm)), got {got}"
         )
-    if trainer.reload_dataloaders_every_n_epochs != 1:
+    reload_every = trainer.reload_dataloaders_every_n_epochs  # type: ignore[attr-defined]
+    if reload_every != 1:
         raise FederatedConfigError(
             "Trainer(reload_dataloaders_every_n_epochs=1) is required (every epoch is a new round with new "
-            f"clients), got {trainer.reload_dataloaders_every_n_epochs}"
+            f"clients), got {reload_every}"
         )
     if trainer._accelerator_connector.use_distributed_sampler:
         raise FederatedConfigError(
@@ -58,7 +60,7 @@ def check_trainer(trainer: pl.Trainer) -> None:
     _check_checkpointing(trainer)
 
 
-def _check_strategy(trainer: pl.Trainer) -> None:
+def _check_strategy(trainer: "pl.Trainer") -> None:
     strategy = trainer.strategy
     if isinstance(strategy, (SingleDeviceStrategy, FederatedDDPStrategy)):
         return
@@ -69,7 +71,7 @@ def _check_strategy(trainer: pl.Trainer) -> None:
     )
 
 
-def _check_checkpointing(trainer: pl.Trainer) -> None:
+def _check_checkpointing(trainer: "pl.Trainer") -> None:
     for cb in trainer.checkpoint_callbacks:
         if isinstance(cb, ModelCheckpoint) and (cb._every_n_train_steps or cb._train_time_interval is not None):
             raise FederatedConfigError(
