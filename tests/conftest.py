@@ -77,3 +77,14 @@ def quiet_trainer_kwargs(**overrides: Any) -> dict[str, Any]:
     }
     kwargs.update(overrides)
     return kwargs
+
+
+_DIST_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK", "LOCAL_WORLD_SIZE",
+             "PL_GLOBAL_SEED")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_distributed_env(monkeypatch):
+    """Lightning writes MASTER_PORT and friends into os.environ; a later test reusing that port can collide."""
+    for name in _DIST_ENV:
+        monkeypatch.delenv(name, raising=False)

@@ -19,6 +19,7 @@ class MLP(nn.Sequential):
         dropout: Dropout probability after every hidden layer (0 disables).
 
     Example:
+        >>> import torch
         >>> MLP(64, [128], 10)(torch.zeros(2, 1, 8, 8)).shape
         torch.Size([2, 10])
     """
@@ -53,6 +54,7 @@ class SmallCNN(nn.Sequential):
         channels: Filters of the two conv layers.
 
     Example:
+        >>> import torch
         >>> SmallCNN(1, 10, image_size=8)(torch.zeros(2, 1, 8, 8)).shape
         torch.Size([2, 10])
     """
