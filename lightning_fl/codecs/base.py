@@ -11,7 +11,7 @@ import math
 import struct
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
@@ -117,14 +117,16 @@ def unpack_tensor_meta(header: bytes, offset: int) -> tuple[tuple[int, ...], tor
 class Codec(ABC):
     """Encodes a tensor into a :class:`Payload` and decodes it back.
 
-    Subclasses declare ``lossless`` (decode(encode(x)) == x exactly) and ``unbiased`` (E[decode(encode(x))] = x
-    over the seed). ``seed`` drives every random choice of the encoder; a payload carries whatever seed the
+    Subclasses declare ``lossless`` (decode(encode(x)) == x: bit for bit for raw bytes, up to float32 rounding
+    for orthogonal transforms such as the Hadamard rotation) and ``unbiased`` (E[decode(encode(x))] = x over the
+    seed). ``seed`` drives every random choice of the encoder; a payload carries whatever seed the
     decoder needs. ``key`` names the stream (for example ``"client7/fc1.weight"``) for codecs that keep
     per-stream state such as error-feedback residuals; stateless codecs ignore it.
     """
 
-    lossless: ClassVar[bool] = False
-    unbiased: ClassVar[bool] = False
+    # Class-level defaults; a configurable codec (a Chain, Kashin(lossless=False)) sets them per instance.
+    lossless: bool = False
+    unbiased: bool = False
 
     @property
     def name(self) -> str:
@@ -183,7 +185,9 @@ class Identity(Codec):
 
     def decode(self, payload: Payload) -> torch.Tensor:
         self.check_payload(payload)
-        shape, dtype, _ = unpack_tensor_meta(payload.header, 0)
+        shape, dtype, end = unpack_tensor_meta(payload.header, 0)
+        if end != len(payload.header):
+            raise PayloadError(f"{self.name} header should hold {end} bytes, got {len(payload.header)}")
         itemsize = torch.empty((), dtype=dtype).element_size()
         expected = math.prod(shape) * itemsize
         if payload.body.numel() != expected:
