@@ -81,7 +81,8 @@ def partition_main(argv: list[str]) -> None:
     raw = yaml.safe_load(Path(config_path).read_text()) or {}
     parser.set_defaults({f"data.{k}": v for k, v in (raw.get("data") or {}).items()})
     cfg = parser.parse_args(rest)
-    dm = parser.instantiate_classes(cfg).data
+    instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes
+    dm = instantiate(cfg).data
     dm.setup("fit")
     assert dm.train_dataset is not None
     labels = dataset_targets(dm.train_dataset)

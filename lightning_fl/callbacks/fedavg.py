@@ -11,11 +11,13 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.utilities import rank_zero_info
 from typing_extensions import override
 
 from lightning_fl.callbacks.round_log import RoundStats, log_round
 from lightning_fl.callbacks.trainer_checks import check_trainer
 from lightning_fl.codecs.base import Codec
+from lightning_fl.codecs.policy import TensorPolicy
 from lightning_fl.datamodules.federated import FederatedDataModule
 from lightning_fl.datamodules.plan import RoundPlan
 from lightning_fl.exceptions import FederatedConfigError, FederatedRuntimeError
@@ -44,8 +46,12 @@ class FederatedAveraging(Callback):
             counting a client that was not sampled as a zero update (the selected mean scaled by
             ``sum_selected n_k / sum_all n_k``).
         server_optimizer: How the mean update is applied (default :class:`ServerSGD` with ``lr=1``: plain FedAvg).
-        downlink: Codec of the global model on its way to each client (default: raw float32).
-        uplink: Codec of each client's update on its way to the server (default: raw float32).
+        downlink: Codec of the global model on its way to each client (default: raw float32). Clients train
+            from the decoded, lossy model, as in Caldas et al. (2018).
+        uplink: Codec of each client's update on its way to the server (default: raw float32). The server
+            aggregates the decoded updates.
+        policy: Which tensors the codecs apply to (default ``TensorPolicy(min_numel=1024)``: small tensors such
+            as biases and norms, and integer buffers, travel as raw bytes). Reported once at fit start.
         seed: Seed of client randomness and codec seeds; ``None`` takes the data module's seed.
 
     Example:
@@ -59,6 +65,7 @@ class FederatedAveraging(Callback):
         server_optimizer: ServerOptimizer | None = None,
         downlink: Codec | None = None,
         uplink: Codec | None = None,
+        policy: TensorPolicy | None = None,
         seed: int | None = None,
     ) -> None:
         if aggregation not in ("selected", "all"):
@@ -71,9 +78,12 @@ class FederatedAveraging(Callback):
             if codec is not None and not isinstance(codec, Codec):
                 raise FederatedConfigError(f"{name} must be a lightning_fl Codec, got {type(codec).__name__}")
         self.aggregation: Aggregation = aggregation
+        if policy is not None and not isinstance(policy, TensorPolicy):
+            raise FederatedConfigError(f"policy must be a lightning_fl TensorPolicy, got {type(policy).__name__}")
         self.server_optimizer = server_optimizer if server_optimizer is not None else ServerSGD(lr=1.0)
-        self.downlink = Link(downlink, "downlink")
-        self.uplink = Link(uplink, "uplink")
+        self.policy = policy if policy is not None else TensorPolicy()
+        self.downlink = Link(downlink, "downlink", select=self.policy.select)
+        self.uplink = Link(uplink, "uplink", select=self.policy.select)
         self.seed = seed
         # totals that survive checkpoints
         self.uplink_bytes_total = 0
@@ -92,6 +102,7 @@ class FederatedAveraging(Callback):
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         if stage == "fit":
             check_trainer(trainer)
+            self._check_stateful_codecs(trainer)
             # Rounds are short by design; Lightning would warn every round that they are shorter than
             # log_every_n_steps.
             warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
@@ -117,6 +128,17 @@ class FederatedAveraging(Callback):
         if self._pending is not None:
             self._apply_loaded_state(self._pending, state.device)
             self._pending = None
+        if self.downlink.codec.name != "Identity" or self.uplink.codec.name != "Identity":
+            table = self.policy.describe(dict(zip(self._names, state.views, strict=True)))
+            rank_zero_info(f"downlink {self.downlink.codec!r}, uplink {self.uplink.codec!r}; per tensor:\n{table}")
+
+    def _check_stateful_codecs(self, trainer: "pl.Trainer") -> None:
+        if trainer.world_size > 1 and (self.downlink.codec.stateful or self.uplink.codec.stateful):
+            raise FederatedConfigError(
+                "a stateful codec (ErrorFeedback keeps per-client residuals) needs devices=1 for now: with several "
+                "processes a client may train on another rank than the one holding its residual; got "
+                f"world_size={trainer.world_size}"
+            )
 
     @override
     def on_train_epoch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
@@ -194,16 +216,18 @@ class FederatedAveraging(Callback):
         state.write_module(self._start_views_active)
         for optimizer in trainer.optimizers:
             optimizer.state.clear()
-        client_seed = derive_seed(self._seed, "client", round_idx, client_id)
-        torch.manual_seed(client_seed)
-        np.random.seed(client_seed % (2**32))
-        random.seed(client_seed)
+        _seed_client(derive_seed(self._seed, "client", round_idx, client_id), state.device)
 
     @torch.no_grad()
     def _finish_client(self, client_id: int) -> None:
         state = self._state
         assert state is not None
         state.module_minus(self._start_active, self._delta, self._delta_views)
+        # One reduction instead of an elementwise isfinite (100x cheaper): NaN and Inf entries make the sum
+        # non-finite; so would finite entries whose sum overflows float32, which no sane update has.
+        if not bool(torch.isfinite(self._delta.sum())):
+            self._reject(client_id)
+            return
         nbytes, received = self.uplink.send(
             self._names, self._delta_views, seed=self._seed, round_idx=self._plan.round_idx, client_id=client_id,
             codecs=self._up_codecs,
@@ -216,11 +240,9 @@ class FederatedAveraging(Callback):
         else:
             torch._foreach_copy_(self._received_views, received)
             update = self._received
-        # One reduction instead of an elementwise isfinite (100x cheaper): NaN and Inf entries make the sum
-        # non-finite; so would finite entries whose sum overflows float32, which no sane update has.
-        if not bool(torch.isfinite(update.sum())):
-            self._reject(client_id)
-            return
+            if not bool(torch.isfinite(update.sum())):  # a codec that decoded to garbage (e.g. fp16 overflow)
+                self._reject(client_id)
+                return
         weight = float(self._dm.client_sizes[client_id])
         self._agg.update(update, weight, extra=int_delta.to(torch.float64))
         self.current_client = None
@@ -315,3 +337,16 @@ class FederatedAveraging(Callback):
 
     def _apply_loaded_state(self, state_dict: dict[str, Any], device: torch.device) -> None:
         self.server_optimizer.load_state_dict(state_dict["server_optimizer"], device)
+
+
+def _seed_client(seed: int, device: torch.device) -> None:
+    """Seed the global generators a client's training may draw from (torch on its device, numpy, random).
+
+    ``torch.manual_seed`` would also queue lazy seeding of every uninitialised accelerator backend, recording a
+    stack trace each time; on the hot path of every client that cost more than the seeding itself.
+    """
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        torch.cuda.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+    random.seed(seed)

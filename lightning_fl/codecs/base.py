@@ -127,6 +127,8 @@ class Codec(ABC):
     # Class-level defaults; a configurable codec (a Chain, Kashin(lossless=False)) sets them per instance.
     lossless: bool = False
     unbiased: bool = False
+    #: Keeps per-stream state between calls (error-feedback residuals), which must follow its client.
+    stateful: bool = False
 
     @property
     def name(self) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from lightning_fl.codecs.base import Codec, Payload
@@ -20,7 +22,9 @@ class Chain(Codec):
     unbiasedness composes). Nested chains are flattened. See :mod:`lightning_fl.codecs.stage` for the layout.
 
     Args:
-        *stages: The stages, in encoding order.
+        *stage_args: The stages, in encoding order (``Chain(RandomHadamard(), StochasticQuantizer(bits=2))``).
+        stages: The same as a keyword list, for YAML configs (``stages: [{class_path: ...}, ...]``); give one
+            form or the other.
 
     Raises:
         FederatedConfigError: If no stage is given, an argument is not a stage, or a terminal stage is not last.
@@ -36,9 +40,14 @@ class Chain(Codec):
         torch.Size([1000])
     """
 
-    def __init__(self, *stages: Stage | Chain) -> None:
+    def __init__(self, *stage_args: Stage | Chain, stages: Sequence[Stage | Chain] = ()) -> None:
+        if stage_args and stages:
+            raise FederatedConfigError(
+                f"give Chain's stages either positionally or as stages=[...], not both; got {len(stage_args)} "
+                f"positional and {len(stages)} in stages"
+            )
         flat: list[Stage] = []
-        for stage in stages:
+        for stage in stage_args or tuple(stages):
             if isinstance(stage, Chain):
                 flat.extend(stage.stages)
             elif isinstance(stage, Stage):

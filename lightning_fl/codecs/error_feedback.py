@@ -41,6 +41,7 @@ class ErrorFeedback(Codec):
     """
 
     unbiased = False
+    stateful = True
 
     def __init__(self, codec: Codec, max_streams: int | None = None) -> None:
         if not isinstance(codec, Codec):

@@ -1,0 +1,141 @@
+"""Codecs in the round: what the clients start from, what the server aggregates, and the bytes reported."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from conftest import TinyClassifier, quiet_trainer_kwargs
+
+from lightning_fl import ClassifierModule, FederatedAveraging, FederatedConfigError, FederatedDataModule
+from lightning_fl.codecs import (
+    Chain,
+    ErrorFeedback,
+    Float16,
+    Identity,
+    Kashin,
+    StochasticQuantizer,
+    Subsample,
+    TensorPolicy,
+    TopK,
+)
+from lightning_fl.datamodules import DirichletPartitioner, IIDPartitioner
+from lightning_fl.nn import MLP
+from lightning_fl.server.link import Link
+
+
+def digits_run(uplink=None, downlink=None, rounds=25):
+    torch.manual_seed(0)
+    model = ClassifierModule(backbone=MLP(64, [128], 10), lr=0.05)
+    dm = FederatedDataModule(partitioner=DirichletPartitioner(num_clients=30, alpha=0.5, seed=0),
+                             clients_per_round=6, batch_size=16)
+    fedavg = FederatedAveraging(uplink=uplink, downlink=downlink)
+    trainer = pl.Trainer(**quiet_trainer_kwargs(max_epochs=rounds, callbacks=[fedavg]))
+    trainer.fit(model, datamodule=dm)
+    return model, fedavg, float(trainer.callback_metrics["val/acc"])
+
+
+def expected_bytes(model: torch.nn.Module, codec, policy=TensorPolicy()) -> tuple[int, int]:
+    """(dense float32 bytes, payload bytes) of one client's update, encoded here independently of the round."""
+    raw, dense, sent = Identity(), 0, 0
+    tensors = [(n, p.detach()) for n, p in model.named_parameters()] + list(model.named_buffers())
+    for name, t in tensors:
+        dense += raw.encode(t.float() if t.is_floating_point() else t, 0).nbytes
+        use = codec if t.is_floating_point() and policy.select(name, t) else raw
+        sent += use.encode(torch.zeros_like(t) if t.is_floating_point() else t, 1).nbytes
+    return dense, sent
+
+
+@pytest.mark.slow
+def test_two_bit_kashin_uplink_still_learns_and_reports_measured_ratio():
+    codec = Chain(Kashin(), StochasticQuantizer(bits=2))
+    model, fedavg, acc = digits_run(uplink=codec)
+    assert acc > 0.6  # chance is 0.1; uncompressed reaches about 0.8 in these 25 rounds
+    dense, sent = expected_bytes(model, codec)
+    for h in fedavg.history:
+        assert h["fl/uplink_bytes"] == 6 * sent
+        assert h["fl/uplink_ratio"] == pytest.approx(dense / sent)
+        assert h["fl/downlink_ratio"] == pytest.approx(1.0)
+    assert h["fl/uplink_ratio"] > 5
+
+
+class RecordStart(pl.Callback):
+    """The module's weights right after the server callback loaded a client's model (runs after it)."""
+
+    def __init__(self) -> None:
+        self.starts: list[torch.Tensor] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.datamodule.current_plan.first[batch_idx]:
+            self.starts.append(pl_module.net[0].weight.detach().clone())
+
+
+def test_clients_train_from_the_decoded_downlink_model(tiny_data):
+    torch.manual_seed(0)
+    model = TinyClassifier(in_features=6)
+    global_w = model.net[0].weight.detach().clone()
+    dm = FederatedDataModule(*tiny_data, partitioner=IIDPartitioner(num_clients=4), clients_per_round=2)
+    record = RecordStart()
+    policy = TensorPolicy(min_numel=1)
+    fedavg = FederatedAveraging(downlink=Float16(), policy=policy)
+    trainer = pl.Trainer(**quiet_trainer_kwargs(max_epochs=1, callbacks=[fedavg, record]))
+    trainer.fit(model, datamodule=dm)
+    expected = global_w.half().float()
+    assert not torch.equal(expected, global_w)
+    for start in record.starts:
+        assert torch.equal(start, expected)
+
+
+def test_payload_seeds_differ_per_client_and_round():
+    link = Link(Subsample(0.5), "uplink")
+    x = [torch.randn(4096)]
+    a = link.codec.encode(x[0], 1)
+    payloads = {}
+    for client, round_idx in [(1, 0), (2, 0), (1, 1)]:
+        _, received = link.send(["w"], x, seed=0, round_idx=round_idx, client_id=client)
+        payloads[(client, round_idx)] = received[0]
+    assert not torch.equal(payloads[(1, 0)], payloads[(2, 0)])
+    assert not torch.equal(payloads[(1, 0)], payloads[(1, 1)])
+    assert a.nbytes < 4096 * 4
+
+
+def test_error_feedback_residuals_are_checkpointed_and_resume_exactly(tiny_data, tmp_path):
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    def run(max_epochs, ckpt_path=None, init=None):
+        model = TinyClassifier(in_features=6)
+        if init is not None:
+            model.load_state_dict(init)
+        dm = FederatedDataModule(*tiny_data, partitioner=IIDPartitioner(num_clients=4), clients_per_round=3,
+                                 batch_size=10)
+        fedavg = FederatedAveraging(uplink=ErrorFeedback(TopK(0.2)), policy=TensorPolicy(min_numel=1))
+        ckpt = ModelCheckpoint(dirpath=tmp_path / str(ckpt_path is None) / str(max_epochs), every_n_epochs=1,
+                               save_top_k=-1)
+        trainer = pl.Trainer(**quiet_trainer_kwargs(max_epochs=max_epochs, callbacks=[fedavg, ckpt],
+                                                    enable_checkpointing=True))
+        trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+        return model, fedavg, ckpt
+
+    torch.manual_seed(0)
+    init = TinyClassifier(in_features=6).state_dict()
+    full, full_cb, _ = run(4, init=init)
+    _, part_cb, _ = run(2, init=init)
+    assert part_cb.uplink.codec.residuals  # residuals exist and were saved with the callback's state
+    last_round = sorted((tmp_path / "True" / "2").glob("epoch=1*.ckpt"))[-1]
+    resumed, resumed_cb, _ = run(4, ckpt_path=str(last_round))
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert resumed_cb.uplink.codec.residuals.keys() == full_cb.uplink.codec.residuals.keys()
+
+
+def test_stateful_codec_with_several_processes_is_refused():
+    fedavg = FederatedAveraging(uplink=ErrorFeedback(TopK(0.1)))
+    with pytest.raises(FederatedConfigError, match="stateful codec.*devices=1.*world_size=2"):
+        fedavg._check_stateful_codecs(SimpleNamespace(world_size=2))
+
+
+def test_bad_policy_is_refused():
+    with pytest.raises(FederatedConfigError, match="policy must be a lightning_fl TensorPolicy, got int"):
+        FederatedAveraging(policy=1024)
