@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections import OrderedDict
 from typing import Any
 
@@ -48,6 +49,15 @@ class ErrorFeedback(Codec):
             raise FederatedConfigError(f"codec must be a Codec, got {type(codec).__name__}")
         if max_streams is not None and (not isinstance(max_streams, int) or max_streams < 1):
             raise FederatedConfigError(f"max_streams must be None or an integer >= 1, got {max_streams!r}")
+        if codec.unbiased and not codec.lossless:
+            warnings.warn(
+                f"ErrorFeedback({codec!r}): error feedback is meant for biased, contractive codecs (TopK, "
+                "MagnitudePrune, SignCompressor). An unbiased codec that rescales (Subsample, StochasticQuantizer) "
+                "can return more error than it removes, and the residual then grows from round to round; measured "
+                "on digits it diverged. Use the codec without ErrorFeedback.",
+                UserWarning,
+                stacklevel=2,
+            )
         self.codec = codec
         self.max_streams = max_streams
         self.lossless = codec.lossless

@@ -37,9 +37,9 @@ def digits_run(uplink=None, downlink=None, rounds=25):
     return model, fedavg, float(trainer.callback_metrics["val/acc"])
 
 
-def expected_bytes(model: torch.nn.Module, codec, policy=TensorPolicy()) -> tuple[int, int]:
+def expected_bytes(model: torch.nn.Module, codec) -> tuple[int, int]:
     """(dense float32 bytes, payload bytes) of one client's update, encoded here independently of the round."""
-    raw, dense, sent = Identity(), 0, 0
+    raw, dense, sent, policy = Identity(), 0, 0, TensorPolicy()
     tensors = [(n, p.detach()) for n, p in model.named_parameters()] + list(model.named_buffers())
     for name, t in tensors:
         dense += raw.encode(t.float() if t.is_floating_point() else t, 0).nbytes
@@ -132,10 +132,15 @@ def test_error_feedback_residuals_are_checkpointed_and_resume_exactly(tiny_data,
 
 def test_stateful_codec_with_several_processes_is_refused():
     fedavg = FederatedAveraging(uplink=ErrorFeedback(TopK(0.1)))
-    with pytest.raises(FederatedConfigError, match="stateful codec.*devices=1.*world_size=2"):
+    with pytest.raises(FederatedConfigError, match=r"stateful codec.*devices=1.*world_size=2"):
         fedavg._check_stateful_codecs(SimpleNamespace(world_size=2))
 
 
 def test_bad_policy_is_refused():
     with pytest.raises(FederatedConfigError, match="policy must be a lightning_fl TensorPolicy, got int"):
         FederatedAveraging(policy=1024)
+
+
+def test_error_feedback_warns_around_a_rescaling_unbiased_codec():
+    with pytest.warns(UserWarning, match="error feedback is meant for biased"):
+        ErrorFeedback(Chain(Subsample(0.25), StochasticQuantizer(bits=2)))
