@@ -23,6 +23,7 @@ from lightning_fl.datamodules.plan import RoundPlan
 from lightning_fl.exceptions import FederatedConfigError, FederatedRuntimeError
 from lightning_fl.seeding import derive_seed
 from lightning_fl.server.aggregator import WeightedMeanAggregator
+from lightning_fl.server.codec_state import gather_codec_state
 from lightning_fl.server.flat import FlatState
 from lightning_fl.server.link import Link
 from lightning_fl.server.optimizers import ServerOptimizer, ServerSGD
@@ -102,7 +103,7 @@ class FederatedAveraging(Callback):
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         if stage == "fit":
             check_trainer(trainer)
-            self._check_stateful_codecs(trainer)
+            self._pin_stateful_clients(trainer)
             # Rounds are short by design; Lightning would warn every round that they are shorter than
             # log_every_n_steps.
             warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
@@ -132,13 +133,10 @@ class FederatedAveraging(Callback):
             table = self.policy.describe(dict(zip(self._names, state.views, strict=True)))
             rank_zero_info(f"downlink {self.downlink.codec!r}, uplink {self.uplink.codec!r}; per tensor:\n{table}")
 
-    def _check_stateful_codecs(self, trainer: "pl.Trainer") -> None:
+    def _pin_stateful_clients(self, trainer: "pl.Trainer") -> None:
+        """A stateful codec keeps each client's residual on the rank that ran the client: pin clients to ranks."""
         if trainer.world_size > 1 and (self.downlink.codec.stateful or self.uplink.codec.stateful):
-            raise FederatedConfigError(
-                "a stateful codec (ErrorFeedback keeps per-client residuals) needs devices=1 for now: with several "
-                "processes a client may train on another rank than the one holding its residual; got "
-                f"world_size={trainer.world_size}"
-            )
+            trainer.datamodule.pin_clients_to_ranks = True  # type: ignore[attr-defined]
 
     @override
     def on_train_epoch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
@@ -317,8 +315,8 @@ class FederatedAveraging(Callback):
     def state_dict(self) -> dict[str, Any]:
         return {
             "server_optimizer": self.server_optimizer.state_dict(),
-            "downlink": self.downlink.codec.state_dict(),
-            "uplink": self.uplink.codec.state_dict(),
+            "downlink": gather_codec_state(self.downlink.codec),
+            "uplink": gather_codec_state(self.uplink.codec),
             "uplink_bytes_total": self.uplink_bytes_total,
             "downlink_bytes_total": self.downlink_bytes_total,
             "rejected_updates_total": self.rejected_updates_total,

@@ -123,6 +123,9 @@ class FederatedDataModule(pl.LightningDataModule):
         self.client_indices: list[np.ndarray] = []
         self.client_val_indices: list[np.ndarray] = []
         self.current_plan: RoundPlan | None = None
+        #: Run every client on rank ``client_id % world_size`` (set by callbacks that keep per-client state on a
+        #: rank); otherwise clients are balanced over ranks each round.
+        self.pin_clients_to_ranks = False
 
     # ------------------------------------------------------------------ setup
     @override
@@ -205,6 +208,7 @@ class FederatedDataModule(pl.LightningDataModule):
             seed=self.seed,
             world_size=world_size,
             rank=rank,
+            pin_clients=self.pin_clients_to_ranks,
         )
 
     # ------------------------------------------------------------------ loaders

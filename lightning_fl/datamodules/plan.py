@@ -150,17 +150,23 @@ def build_round_plan(
     seed: int,
     world_size: int,
     rank: int,
+    pin_clients: bool = False,
 ) -> RoundPlan:
     """Sample the round's clients, spread them over ranks and list this rank's batches.
 
-    Ranks with less work are padded with copies of a real batch of the round (their effect is discarded by the
-    server callback) so that every rank runs the same number of batches: Lightning runs a collective in every
-    training batch.
+    Clients go to ranks longest first (balanced), or, with ``pin_clients``, always to rank
+    ``client_id % world_size``, so per-client state kept on a rank (error-feedback residuals) stays with its
+    client. Ranks with less work are padded with copies of a real batch of the round (their effect is discarded
+    by the server callback) so that every rank runs the same number of batches: Lightning runs a collective in
+    every training batch.
     """
     sizes = np.array([len(ix) for ix in client_indices], dtype=np.int64)
     clients = sample_clients(round_idx, sizes, clients_per_round, client_sampling, seed)
     work = np.array([num_client_batches(int(sizes[c]), batch_size, local_epochs) for c in clients])
-    per_rank = assign_to_ranks(work, world_size)
+    if pin_clients:
+        per_rank = [[pos for pos, c in enumerate(clients) if c % world_size == r] for r in range(world_size)]
+    else:
+        per_rank = assign_to_ranks(work, world_size)
     total = max(int(work[pos].sum()) for pos in [np.array(p, dtype=np.int64) for p in per_rank])
     rank_clients = [int(clients[pos]) for pos in per_rank[rank]]
     batches: list[np.ndarray] = []

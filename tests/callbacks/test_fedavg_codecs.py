@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -130,10 +129,46 @@ def test_error_feedback_residuals_are_checkpointed_and_resume_exactly(tiny_data,
     assert resumed_cb.uplink.codec.residuals.keys() == full_cb.uplink.codec.residuals.keys()
 
 
-def test_stateful_codec_with_several_processes_is_refused():
-    fedavg = FederatedAveraging(uplink=ErrorFeedback(TopK(0.1)))
-    with pytest.raises(FederatedConfigError, match=r"stateful codec.*devices=1.*world_size=2"):
-        fedavg._check_stateful_codecs(SimpleNamespace(world_size=2))
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_error_feedback_on_two_processes_matches_one_and_checkpoints_every_residual(tiny_data, tmp_path):
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from lightning_fl import FederatedDDPStrategy
+
+    def run(devices):
+        torch.manual_seed(0)
+        model = TinyClassifier(in_features=6)
+        dm = FederatedDataModule(*tiny_data, partitioner=IIDPartitioner(num_clients=6), clients_per_round=4,
+                                 batch_size=10)
+        fedavg = FederatedAveraging(uplink=ErrorFeedback(TopK(0.3)), policy=TensorPolicy(min_numel=1))
+        ckpt = ModelCheckpoint(dirpath=tmp_path / str(devices), every_n_epochs=1, save_last=True)
+        extra = {"strategy": FederatedDDPStrategy(start_method="spawn")} if devices > 1 else {}
+        trainer = pl.Trainer(**quiet_trainer_kwargs(max_epochs=3, devices=devices, callbacks=[fedavg, ckpt],
+                                                    enable_checkpointing=True, **extra))
+        trainer.fit(model, datamodule=dm)
+        saved = torch.load(tmp_path / str(devices) / "last.ckpt", weights_only=False)
+        state = next(v for v in saved["callbacks"].values() if "uplink" in v)
+        return model, state["uplink"]["residuals"]
+
+    one, one_residuals = run(1)
+    two, two_residuals = run(2)
+    assert one_residuals.keys() == two_residuals.keys() and len(one_residuals) > 0
+    for key in one_residuals:
+        torch.testing.assert_close(one_residuals[key], two_residuals[key], rtol=1e-5, atol=1e-6)
+    for (name, a), b in zip(one.state_dict().items(), two.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_pinned_plan_puts_each_client_on_its_rank():
+    from lightning_fl.datamodules.plan import build_round_plan
+
+    idx = [np.arange(i * 10, i * 10 + 10) for i in range(6)]
+    for rank in range(2):
+        plan = build_round_plan(0, idx, clients_per_round=4, batch_size=3, local_epochs=1,
+                                client_sampling="uniform", shuffle=True, seed=0, world_size=2, rank=rank,
+                                pin_clients=True)
+        assert all(c % 2 == rank for c in plan.rank_clients)
 
 
 def test_bad_policy_is_refused():
