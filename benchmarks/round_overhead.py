@@ -40,13 +40,25 @@ class RoundTimer(pl.Callback):
         self.end = time.perf_counter()
 
 
-def lightning_ms_per_round(backbone: nn.Module, dm: FederatedDataModule, rounds: int) -> float:
+def lightning_ms_per_round(backbone: nn.Module, dm: FederatedDataModule, rounds: int, federated: bool = True) -> float:
+    """lightning-fl's round; with ``federated=False`` the same batches through a plain Lightning fit (no client
+    swaps, no aggregation): Lightning's own cost per batch, the floor for any callback-based design."""
     model = ClassifierModule(backbone=backbone, lr=0.05, log_train_loss=False)
     timer = RoundTimer()
-    trainer = pl.Trainer(**federated_trainer_defaults(
-        max_epochs=rounds + 1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-        callbacks=[FederatedAveraging(), timer]))
+    callbacks: list[pl.Callback] = [FederatedAveraging(), timer] if federated else [timer]
+    trainer = pl.Trainer(
+        **federated_trainer_defaults(
+            max_epochs=rounds + 1,
+            accelerator="cpu",
+            devices=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+            callbacks=callbacks,
+        )
+    )
     trainer.fit(model, datamodule=dm)
     return (timer.end - timer.start) / rounds * 1000
 
@@ -70,8 +82,9 @@ def plain_ms_per_round(backbone: nn.Module, dm: FederatedDataModule, rounds: int
                 for p, w in zip(params, global_w, strict=False):
                     p.copy_(w)
             opt = torch.optim.SGD(params, lr=0.05)
-            for b in client_batches(dm.client_indices[c], dm.batch_size, dm.local_epochs, True, dm.seed,
-                                    round_idx, int(c)):
+            for b in client_batches(
+                dm.client_indices[c], dm.batch_size, dm.local_epochs, True, dm.seed, round_idx, int(c)
+            ):
                 index = torch.from_numpy(b)
                 opt.zero_grad()
                 F.cross_entropy(model(x[index]), y[index]).backward()
@@ -89,27 +102,40 @@ def plain_ms_per_round(backbone: nn.Module, dm: FederatedDataModule, rounds: int
 
 def digits_dm() -> FederatedDataModule:
     train, _ = load_digits_dataset(val_fraction=0.2, seed=0)
-    dm = FederatedDataModule(train, partitioner=DirichletPartitioner(num_clients=100, alpha=0.5, seed=0),
-                             clients_per_round=10, batch_size=16, local_epochs=1, seed=0)
+    dm = FederatedDataModule(
+        train,
+        partitioner=DirichletPartitioner(num_clients=100, alpha=0.5, seed=0),
+        clients_per_round=10,
+        batch_size=16,
+        local_epochs=1,
+        seed=0,
+    )
     dm.setup("fit")
     return dm
 
 
-def data_module_memory(num_clients: int, num_samples: int = 200_000, rounds: int = 5) -> float:
-    """Peak MiB allocated by partitioning, planning and loading rounds (the dataset's own tensors excluded)."""
+def data_module_memory(num_clients: int, num_samples: int = 200_000, rounds: int = 5) -> tuple[float, float]:
+    """MiB allocated by partitioning and planning rounds (the dataset's own tensors excluded): the peak, and what
+    stays allocated afterwards (the client index lists)."""
     gen = torch.Generator().manual_seed(0)
-    data = InMemoryDataset(torch.randn(num_samples, 16, generator=gen), torch.randint(0, 10, (num_samples,),
-                                                                                          generator=gen))
+    data = InMemoryDataset(
+        torch.randn(num_samples, 16, generator=gen), torch.randint(0, 10, (num_samples,), generator=gen)
+    )
     tracemalloc.start()
-    dm = FederatedDataModule(data, partitioner=DirichletPartitioner(num_clients=num_clients, alpha=0.5, seed=0),
-                             clients_per_round=10, batch_size=16)
+    dm = FederatedDataModule(
+        data,
+        partitioner=DirichletPartitioner(num_clients=num_clients, alpha=0.5, seed=0),
+        clients_per_round=10,
+        batch_size=16,
+    )
     dm.setup("fit")
     for r in range(rounds):
         for _ in dm.plan_round(r).batches:
             pass
-    _, peak = tracemalloc.get_traced_memory()
+    retained, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    return peak / 2**20
+    del dm
+    return peak / 2**20, retained / 2**20
 
 
 def main() -> None:
@@ -122,22 +148,27 @@ def main() -> None:
         "digits MLP 64-128-10": lambda: MLP(64, [128], 10),
         "MLP 64-1024-1024-10": lambda: MLP(64, [1024, 1024], 10),
     }
-    print(f"| workload | params | plain torch ms/round | lightning-fl ms/round | ratio |  ({args.threads} threads, "
-          f"{args.rounds} rounds after 1 warm-up)")
-    print("|---|---|---|---|---|")
+    print(
+        f"| workload | params | plain torch ms/round | Lightning alone, same batches | lightning-fl ms/round | "
+        f"ratio to plain |  ({args.threads} threads, {args.rounds} rounds after 1 warm-up, best of 2)"
+    )
+    print("|---|---|---|---|---|---|")
     for name, make in workloads.items():
         torch.manual_seed(0)
         backbone = make()
         n_params = sum(p.numel() for p in backbone.parameters())
         plain = min(plain_ms_per_round(backbone, digits_dm(), args.rounds) for _ in range(2))
+        floor = min(
+            lightning_ms_per_round(copy.deepcopy(backbone), digits_dm(), args.rounds, federated=False) for _ in range(2)
+        )
         fl = min(lightning_ms_per_round(copy.deepcopy(backbone), digits_dm(), args.rounds) for _ in range(2))
-        print(f"| {name} | {n_params:,} | {plain:.1f} | {fl:.1f} | {fl / plain:.2f}x |")
+        print(f"| {name} | {n_params:,} | {plain:.1f} | {floor:.1f} | {fl:.1f} | {fl / plain:.2f}x |")
     print()
-    print("| clients | samples | peak MiB (partition + 5 round plans) | index arrays MiB |")
-    print("|---|---|---|---|")
+    print("| clients | samples | peak MiB (partition + 5 round plans) | retained MiB | of which int64 indices |")
+    print("|---|---|---|---|---|")
     for k in (100, 10_000):
-        peak = data_module_memory(k)
-        print(f"| {k:,} | 200,000 | {peak:.1f} | {200_000 * 8 / 2**20:.1f} |")
+        peak, retained = data_module_memory(k)
+        print(f"| {k:,} | 200,000 | {peak:.1f} | {retained:.1f} | {200_000 * 8 / 2**20:.1f} |")
 
 
 if __name__ == "__main__":

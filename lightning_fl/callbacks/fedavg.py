@@ -126,6 +126,7 @@ class FederatedAveraging(Callback):
         self._down_codecs = self.downlink.codecs_for(self._names, state.views)
         self._up_codecs = self.uplink.codecs_for(self._names, state.views)
         self._dense_bytes = self.uplink.dense_bytes(self._names + self._int_names, tensors)
+        self._int_bytes = sum(self.uplink.raw.encode(t, 0).nbytes for t in state.int_views)
         if self._pending is not None:
             self._apply_loaded_state(self._pending, state.device)
             self._pending = None
@@ -202,7 +203,7 @@ class FederatedAveraging(Callback):
             self._names, state.views, seed=self._seed, round_idx=round_idx, client_id=client_id,
             codecs=self._down_codecs,
         )
-        nbytes += self._int_bytes()
+        nbytes += self._int_bytes
         self._round_bytes[0] += nbytes
         if self.downlink.lossless:
             self._start_views_active = state.views
@@ -230,8 +231,8 @@ class FederatedAveraging(Callback):
             self._names, self._delta_views, seed=self._seed, round_idx=self._plan.round_idx, client_id=client_id,
             codecs=self._up_codecs,
         )
-        int_delta = state.module_int_minus_global()
-        nbytes += self._int_bytes()
+        int_delta = state.module_int_minus_global().to(torch.float64) if state.int_numel else None
+        nbytes += self._int_bytes
         self._round_bytes[1] += nbytes
         if self.uplink.lossless:
             update = self._delta
@@ -242,13 +243,8 @@ class FederatedAveraging(Callback):
                 self._reject(client_id)
                 return
         weight = float(self._dm.client_sizes[client_id])
-        self._agg.update(update, weight, extra=int_delta.to(torch.float64))
+        self._agg.update(update, weight, extra=int_delta)
         self.current_client = None
-
-    def _int_bytes(self) -> int:
-        state = self._state
-        assert state is not None
-        return sum(self.downlink.raw.encode(t, 0).nbytes for t in state.int_views)
 
     def _reject(self, client_id: int) -> None:
         self._round_rejected += 1

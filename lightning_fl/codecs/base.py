@@ -129,6 +129,8 @@ class Codec(ABC):
     unbiased: bool = False
     #: Keeps per-stream state between calls (error-feedback residuals), which must follow its client.
     stateful: bool = False
+    #: Draws on ``seed``; a codec that does not (raw bytes, casts) lets callers skip deriving one.
+    uses_seed: bool = True
 
     @property
     def name(self) -> str:
@@ -180,6 +182,7 @@ class Identity(Codec):
 
     lossless = True
     unbiased = True
+    uses_seed = False
 
     def encode(self, x: torch.Tensor, seed: int, key: str | None = None) -> Payload:
         flat = x.detach().contiguous().reshape(-1)

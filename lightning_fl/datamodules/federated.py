@@ -122,6 +122,7 @@ class FederatedDataModule(pl.LightningDataModule):
         self.train_dataset: Dataset | None = None
         self.client_indices: list[np.ndarray] = []
         self.client_val_indices: list[np.ndarray] = []
+        self._client_sizes: np.ndarray | None = None
         self.current_plan: RoundPlan | None = None
         #: Run every client on rank ``client_id % world_size`` (set by callbacks that keep per-client state on a
         #: rank); otherwise clients are balanced over ranks each round.
@@ -190,8 +191,10 @@ class FederatedDataModule(pl.LightningDataModule):
 
     @property
     def client_sizes(self) -> np.ndarray:
-        """Training samples of every client: the FedAvg weights n_k."""
-        return np.array([len(ix) for ix in self.client_indices], dtype=np.int64)
+        """Training samples of every client: the FedAvg weights n_k (computed once, after ``setup``)."""
+        if self._client_sizes is None or len(self._client_sizes) != len(self.client_indices):
+            self._client_sizes = np.array([len(ix) for ix in self.client_indices], dtype=np.int64)
+        return self._client_sizes
 
     def plan_round(self, round_idx: int, world_size: int = 1, rank: int = 0) -> RoundPlan:
         """The plan of ``round_idx`` as seen by ``rank`` of ``world_size`` (identical inputs on every rank)."""

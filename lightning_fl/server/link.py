@@ -70,9 +70,10 @@ class Link:
         codecs = self.codecs_for(names, tensors) if codecs is None else codecs
         total = 0
         received: list[torch.Tensor] = []
-        for name, tensor, codec in zip(names, tensors, codecs, strict=False):
-            tensor_seed = derive_seed(seed, self.direction, round_idx, client_id, name)
-            payload = codec.encode(tensor, tensor_seed, key=f"{client_id}/{name}")
+        for name, tensor, codec in zip(names, tensors, codecs, strict=True):
+            tensor_seed = derive_seed(seed, self.direction, round_idx, client_id, name) if codec.uses_seed else 0
+            key = f"{client_id}/{name}" if codec.stateful else None
+            payload = codec.encode(tensor, tensor_seed, key=key)
             total += payload.nbytes
             received.append(tensor if codec.lossless else codec.decode(payload))
         return total, received
