@@ -153,6 +153,15 @@ class Partitioner(ABC):
             self._cache_key = key
         return self._cache
 
+    def _check_min_size(self, num_samples: int, min_size: int) -> None:
+        """Refuse a minimum client size that the data cannot give every client."""
+        assert self.num_clients is not None
+        if self.num_clients * min_size > num_samples:
+            raise FederatedConfigError(
+                f"num_clients * min_size must be at most the number of training samples ({num_samples}), got "
+                f"{self.num_clients} * {min_size} = {self.num_clients * min_size}; lower num_clients or min_size"
+            )
+
     @abstractmethod
     def _assign(self, labels: np.ndarray, groups: np.ndarray | None, rng: np.random.Generator) -> list[np.ndarray]:
         """Compute the assignment (abstract: each partitioner has its own rule)."""

@@ -45,12 +45,7 @@ class DirichletPartitioner(Partitioner):
     def _assign(self, labels: np.ndarray, groups: np.ndarray | None, rng: np.random.Generator) -> list[np.ndarray]:
         assert self.num_clients is not None
         n = len(labels)
-        if self.num_clients * self.min_size > n:
-            raise FederatedConfigError(
-                f"num_clients * min_size must be at most the number of training samples ({n}), got "
-                f"{self.num_clients} * {self.min_size} = {self.num_clients * self.min_size}; "
-                "lower num_clients or min_size"
-            )
+        self._check_min_size(n, self.min_size)
         class_indices = [np.flatnonzero(labels == k) for k in np.unique(labels)]
         concentration = np.full(self.num_clients, self.alpha)
         smallest = 0

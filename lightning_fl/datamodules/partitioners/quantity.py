@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from lightning_fl.datamodules.partitioners.base import Partitioner, check_int, check_positive
-from lightning_fl.exceptions import FederatedConfigError
 
 
 def lognormal_sizes(total: int, num_clients: int, sigma: float, min_size: int, rng: np.random.Generator) -> np.ndarray:
@@ -68,11 +67,6 @@ class QuantitySkewPartitioner(Partitioner):
     def _assign(self, labels: np.ndarray, groups: np.ndarray | None, rng: np.random.Generator) -> list[np.ndarray]:
         assert self.num_clients is not None
         n = len(labels)
-        if self.num_clients * self.min_size > n:
-            raise FederatedConfigError(
-                f"num_clients * min_size must be at most the number of training samples ({n}), got "
-                f"{self.num_clients} * {self.min_size} = {self.num_clients * self.min_size}; "
-                "lower num_clients or min_size"
-            )
+        self._check_min_size(n, self.min_size)
         sizes = lognormal_sizes(n, self.num_clients, self.sigma, self.min_size, rng)
         return np.split(rng.permutation(n), np.cumsum(sizes)[:-1])
