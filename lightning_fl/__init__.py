@@ -1,6 +1,6 @@
 """lightning-fl: communication- and resource-efficient federated learning inside PyTorch Lightning."""
 
-from lightning_fl.callbacks import FederatedAveraging, RoundProgressBar
+from lightning_fl.callbacks import FederatedAveraging, FedProx, RoundProgressBar
 from lightning_fl.datamodules import FederatedDataModule
 from lightning_fl.exceptions import FederatedConfigError, FederatedRuntimeError, PayloadError
 from lightning_fl.modules import ClassifierModule
@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ClassifierModule",
+    "FedProx",
     "FederatedAveraging",
     "FederatedConfigError",
     "FederatedDDPStrategy",

@@ -192,6 +192,25 @@ class FederatedAveraging(Callback):
                 "client's weights, not the global model. Checkpoint at round ends (ModelCheckpoint(every_n_epochs=1))"
             )
 
+    # ------------------------------------------------------------------ for algorithm callbacks
+    def client_reference(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The module's trainable parameters and, aligned with them, the weights the current client started
+        from (the global model as the downlink delivered it). For callbacks such as :class:`FedProx`.
+
+        Raises:
+            FederatedRuntimeError: Outside a client's training (before fit, or on a padding batch).
+        """
+        if self._state is None or self.current_client is None:
+            raise FederatedRuntimeError("client_reference() is only defined while a client trains")
+        pairs = [
+            (tensor, start)
+            for spec, tensor, start in zip(
+                self._state.float_specs, self._state.module_float, self._start_views_active, strict=True
+            )
+            if spec.is_parameter
+        ]
+        return [p for p, _ in pairs], [s for _, s in pairs]
+
     # ------------------------------------------------------------------ client
     @torch.no_grad()
     def _start_client(self, trainer: "pl.Trainer", client_id: int) -> None:

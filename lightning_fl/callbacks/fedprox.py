@@ -1,0 +1,56 @@
+"""FedProx (Li et al. 2020): a proximal term that keeps each client near the model it started from."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+from typing_extensions import override
+
+from lightning_fl.callbacks.fedavg import FederatedAveraging
+from lightning_fl.exceptions import FederatedConfigError
+
+
+class FedProx(Callback):
+    """Adds the gradient of ``mu / 2 * ||w - w_start||^2``, that is ``mu * (w - w_start)``, to every trainable
+    parameter's gradient before each optimizer step, where ``w_start`` is the model the client received.
+
+    The user's module and its loss stay as they are; ``mu = 0`` is exactly FedAvg. Requires a
+    :class:`FederatedAveraging` callback in the same Trainer.
+
+    Args:
+        mu: Proximal coefficient, >= 0 (the FedProx paper uses 0.001 to 1).
+
+    Example:
+        >>> FedProx(mu=0.01).mu
+        0.01
+    """
+
+    def __init__(self, mu: float = 0.01) -> None:
+        if not mu >= 0:
+            raise FederatedConfigError(f"mu must be >= 0, got {mu}")
+        self.mu = float(mu)
+        self._fedavg: FederatedAveraging | None = None
+
+    @override
+    def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+        found = [cb for cb in trainer.callbacks if isinstance(cb, FederatedAveraging)]  # type: ignore[attr-defined]
+        if not found:
+            raise FederatedConfigError("FedProx needs a FederatedAveraging callback in the same Trainer, got none")
+        self._fedavg = found[0]
+
+    @override
+    @torch.no_grad()
+    def on_before_optimizer_step(
+        self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", optimizer: torch.optim.Optimizer
+    ) -> None:
+        fedavg = self._fedavg
+        if self.mu == 0.0 or fedavg is None or fedavg.current_client is None:
+            return  # mu = 0, or a padding batch whose effect is discarded
+        params, starts = fedavg.client_reference()
+        with_grad = [(p, s) for p, s in zip(params, starts, strict=True) if p.grad is not None]
+        if not with_grad:
+            return
+        grads = [p.grad for p, _ in with_grad]
+        diffs = torch._foreach_sub([p for p, _ in with_grad], [s for _, s in with_grad])
+        torch._foreach_add_(grads, diffs, alpha=self.mu)
