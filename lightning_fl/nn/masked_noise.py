@@ -1,0 +1,201 @@
+"""FedMRN's masked random noise (Li et al., ACM MM 2024): a weight becomes ``W_frozen + n * m(u)``.
+
+The client keeps ``W`` frozen and learns a latent ``u`` (reset to zero every round) that chooses, through a 1-bit
+mask ``m``, which entries of a seeded noise tensor ``n`` form its update. Only the packed mask and a seed travel
+to the server, which regenerates ``n`` bit for bit. Definitions: ALGORITHMS.md section 3.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import nn
+
+from lightning_fl.codecs.bitpack import pack_bits, packed_nbytes, unpack_bits
+from lightning_fl.exceptions import FederatedConfigError, PayloadError
+
+MaskKind = Literal["binary", "signed"]
+NoiseKind = Literal["uniform", "gaussian", "rademacher"]
+MASK_KINDS = ("binary", "signed")
+NOISE_KINDS = ("uniform", "gaussian", "rademacher")
+NOISE_FLOOR = 1e-8
+
+
+def sample_noise(
+    shape: torch.Size | tuple[int, ...], seed: int, kind: NoiseKind, sigma: float, device: torch.device | str
+) -> torch.Tensor:
+    """The noise tensor ``n = sigma * G(seed)``, with ``|n| >= 1e-8`` (sign kept), bit-exact for a seed and device.
+
+    Args:
+        shape: Shape of the weight.
+        seed: 63-bit seed (per client, round and tensor).
+        kind: ``"uniform"`` on (-1, 1), ``"gaussian"`` or ``"rademacher"`` (+-1).
+        sigma: Scale, > 0.
+        device: Where to draw it; the server regenerates it on the same device type.
+
+    Example:
+        >>> n = sample_noise((3, 4), seed=7, kind="uniform", sigma=0.01, device="cpu")
+        >>> bool(n.abs().max() <= 0.01), torch.equal(n, sample_noise((3, 4), 7, "uniform", 0.01, "cpu"))
+        (True, True)
+    """
+    if kind not in NOISE_KINDS:
+        raise FederatedConfigError(f"noise must be one of {NOISE_KINDS}, got {kind!r}")
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+    if kind == "uniform":
+        g = torch.rand(shape, generator=gen, device=device).mul_(2).sub_(1)
+    elif kind == "gaussian":
+        g = torch.randn(shape, generator=gen, device=device)
+    else:
+        g = torch.randint(0, 2, shape, generator=gen, device=device, dtype=torch.float32).mul_(2).sub_(1)
+    n = g.mul_(sigma)
+    small = n.abs() < NOISE_FLOOR
+    return torch.where(small, torch.where(n < 0, -NOISE_FLOOR, NOISE_FLOOR), n)
+
+
+def continuous_update(u: torch.Tensor, noise: torch.Tensor, kind: MaskKind) -> torch.Tensor:
+    """``n * clip(u / n, 0, 1)`` (binary) or ``n * clip(u / n, -1, 1)`` (signed): the mean of the masked noise."""
+    low = 0.0 if kind == "binary" else -1.0
+    return noise * (u / noise).clamp(low, 1.0)
+
+
+def sample_mask(
+    u: torch.Tensor, noise: torch.Tensor, kind: MaskKind, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Stochastic rounding of ``u / n`` to a mask in {0, 1} (binary) or {-1, +1} (signed).
+
+    ``E[n * m] = continuous_update(u, n, kind)``.
+
+    Example:
+        >>> u, n = torch.zeros(5), torch.full((5,), 0.01)
+        >>> sample_mask(u, n, "binary").tolist()  # u = 0 gives an all-zero binary mask
+        [0.0, 0.0, 0.0, 0.0, 0.0]
+    """
+    xi = torch.rand(u.shape, generator=generator, device=u.device, dtype=u.dtype)
+    ratio = u / noise
+    if kind == "binary":
+        return torch.floor(ratio + xi).clamp_(0, 1)
+    return torch.floor((ratio + 1) / 2 + xi).clamp_(0, 1).mul_(2).sub_(1)
+
+
+class MaskedNoise(nn.Module):
+    """A parametrization of a weight: ``W_eff = W + n * m(u)``, with ``u`` the only trainable tensor.
+
+    With progressive stochastic masking (PSM), at local step ``t`` of ``T`` each element uses the sampled masked
+    noise with probability ``p_t = t / T`` and the continuous ``n * clip(u / n)`` otherwise; without it every
+    element is sampled (``p = 1``). The gradient reaching ``u`` is the gradient of ``W_eff`` (straight-through).
+
+    Args:
+        shape: Shape of the weight.
+        mask: ``"binary"`` or ``"signed"``.
+        noise: ``"uniform"``, ``"gaussian"`` or ``"rademacher"``.
+        sigma: Noise scale (published defaults: 0.01 binary, 0.005 signed).
+        progressive: Use PSM.
+
+    Example:
+        >>> layer = nn.Linear(4, 3)
+        >>> mn = MaskedNoise(layer.weight.shape)
+        >>> torch.nn.utils.parametrize.register_parametrization(layer, "weight", mn)
+        ParametrizedLinear(...)
+        >>> mn.start_round(seed=1, total_steps=10)
+        >>> torch.equal(layer.weight, layer.parametrizations.weight.original)  # u = 0, binary: no change
+        True
+    """
+
+    def __init__(
+        self,
+        shape: torch.Size | tuple[int, ...],
+        mask: MaskKind = "binary",
+        noise: NoiseKind = "uniform",
+        sigma: float = 0.01,
+        progressive: bool = True,
+    ) -> None:
+        super().__init__()
+        if mask not in MASK_KINDS:
+            raise FederatedConfigError(f"mask must be one of {MASK_KINDS}, got {mask!r}")
+        if noise not in NOISE_KINDS:
+            raise FederatedConfigError(f"noise must be one of {NOISE_KINDS}, got {noise!r}")
+        if not sigma > 0:
+            raise FederatedConfigError(f"sigma must be > 0, got {sigma}")
+        self.mask_kind: MaskKind = mask
+        self.noise_kind: NoiseKind = noise
+        self.sigma = float(sigma)
+        self.progressive = progressive
+        self.u = nn.Parameter(torch.zeros(shape))
+        self.register_buffer("noise", torch.full(tuple(shape), NOISE_FLOOR), persistent=False)
+        self.noise_seed = 0
+        self.step = 0
+        self.total_steps = 1
+
+    @property
+    def progress(self) -> float:
+        """``p_t = t / T`` for the current local step (1.0 without PSM)."""
+        if not self.progressive:
+            return 1.0
+        return min(1.0, (self.step + 1) / self.total_steps)
+
+    @torch.no_grad()
+    def start_round(self, seed: int, total_steps: int) -> None:
+        """Reset ``u`` to zero, draw this round's noise from ``seed``, and set the PSM horizon ``T``."""
+        if total_steps < 1:
+            raise FederatedConfigError(f"total_steps must be >= 1, got {total_steps}")
+        self.u.zero_()
+        self.noise_seed = seed
+        self.noise = sample_noise(self.u.shape, seed, self.noise_kind, self.sigma, self.u.device)
+        self.step = 0
+        self.total_steps = total_steps
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        u = self.u
+        noise = self.noise.to(u.dtype)
+        sampled = noise * sample_mask(u.detach(), noise, self.mask_kind)
+        p = self.progress
+        if p < 1.0:
+            keep = torch.rand(u.shape, device=u.device) < p
+            delta = torch.where(keep, sampled, continuous_update(u.detach(), noise, self.mask_kind))
+        else:
+            delta = sampled
+        # straight-through: the value is delta, the gradient flows to u unchanged
+        return weight + (u + (delta - u).detach()).to(weight.dtype)
+
+    @torch.no_grad()
+    def upload_mask(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A fresh mask sample (not the last forward pass's) for the upload."""
+        return sample_mask(self.u, self.noise, self.mask_kind, generator)
+
+
+def pack_mask(mask: torch.Tensor, kind: MaskKind) -> torch.Tensor:
+    """1 bit per element, exactly ``ceil(d / 8)`` bytes (signed masks store (m + 1) / 2).
+
+    Example:
+        >>> pack_mask(torch.tensor([1.0, 0, 0, 1, 1, 0, 0, 0, 1]), "binary").numel()
+        2
+    """
+    bits = mask.reshape(-1) if kind == "binary" else (mask.reshape(-1) + 1) / 2
+    return pack_bits(bits.to(torch.int64), 1)
+
+
+def reconstruct_update(
+    packed: torch.Tensor,
+    seed: int,
+    shape: torch.Size | tuple[int, ...],
+    kind: MaskKind,
+    noise: NoiseKind,
+    sigma: float,
+    device: torch.device | str,
+) -> torch.Tensor:
+    """The server's side: ``n(seed) * m`` from a packed mask and the seed.
+
+    Raises:
+        PayloadError: If ``packed`` does not hold exactly ``ceil(d / 8)`` bytes for ``shape``.
+    """
+    d = math.prod(shape)
+    if packed.numel() != packed_nbytes(d, 1):
+        raise PayloadError(
+            f"a packed mask for shape {tuple(shape)} must hold {packed_nbytes(d, 1)} bytes, got {packed.numel()}"
+        )
+    bits = unpack_bits(packed.to(device), 1, d).to(torch.float32).reshape(shape)
+    mask = bits if kind == "binary" else bits * 2 - 1
+    return sample_noise(shape, seed, noise, sigma, device) * mask
