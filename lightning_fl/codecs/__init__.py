@@ -11,6 +11,7 @@ from lightning_fl.codecs.chain import Chain
 from lightning_fl.codecs.error_feedback import ErrorFeedback
 from lightning_fl.codecs.hadamard import RandomHadamard, fwht, next_power_of_two
 from lightning_fl.codecs.kashin import Kashin
+from lightning_fl.codecs.masked_noise import MaskedNoiseCodec
 from lightning_fl.codecs.policy import TensorPolicy
 from lightning_fl.codecs.quantize import SignCompressor, StochasticQuantizer
 from lightning_fl.codecs.sparsify import MagnitudePrune, TopK, index_dtype
@@ -35,6 +36,7 @@ __all__ = [
     "Identity",
     "Kashin",
     "MagnitudePrune",
+    "MaskedNoiseCodec",
     "Payload",
     "RandomHadamard",
     "RawSerializer",

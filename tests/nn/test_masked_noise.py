@@ -123,3 +123,34 @@ def test_wrong_payload_length_and_bad_arguments_raise():
         MaskedNoise((2,), sigma=0)
     with pytest.raises(FederatedConfigError, match="noise must be one of"):
         sample_noise((2,), 0, "laplace", 0.1, "cpu")
+
+
+@pytest.mark.parametrize("kind", ["binary", "signed"])
+def test_masked_noise_codec_payload_is_mask_bits_plus_seed_and_decodes_exactly(kind):
+    from lightning_fl.codecs.masked_noise import MaskedNoiseCodec
+
+    codec = MaskedNoiseCodec(kind, "uniform", 0.01)
+    mn = MaskedNoise((37, 5), mask=kind)
+    mn.start_round(seed=2**62 + 5, total_steps=1)
+    with torch.no_grad():
+        mn.u.copy_(torch.randn(37, 5) * 0.01)
+    update = mn.noise * mn.upload_mask()
+    payload = codec.encode(update, seed=2**62 + 5)
+    assert payload.body.numel() == math.ceil(37 * 5 / 8)
+    assert len(payload.header) == 2 + 2 * 4 + 8  # dtype, ndim, two dims, 64-bit seed
+    assert torch.equal(codec.decode(payload), update)
+
+
+def test_masked_noise_codec_refuses_other_tensors_and_bad_payloads():
+    from lightning_fl.codecs.base import Payload
+    from lightning_fl.codecs.masked_noise import MaskedNoiseCodec
+    from lightning_fl.exceptions import FederatedRuntimeError
+
+    codec = MaskedNoiseCodec()
+    with pytest.raises(FederatedRuntimeError, match="n\\(seed\\) \\* m"):
+        codec.encode(torch.randn(10), seed=1)
+    good = codec.encode(sample_noise((16,), 1, "uniform", 0.01, "cpu"), seed=1)
+    with pytest.raises(PayloadError):
+        codec.decode(Payload(good.codec, good.header, good.body[:1]))
+    with pytest.raises(PayloadError):
+        codec.decode(Payload(good.codec, good.header[:-1], good.body))
