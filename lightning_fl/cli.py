@@ -43,10 +43,12 @@ class FederatedCLI(LightningCLI):
         )
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        """Add the server callback if missing and pick the federated strategy for several devices."""
+        """Add the server callback if missing (unless the module keeps per-client models and declares
+        ``uses_weight_averaging = False``, as FedGKT does) and pick the federated strategy for several devices."""
         config = self._get(self.config_init, "trainer", default={})
         callbacks = list(config.get("callbacks") or [])
-        if not any(isinstance(cb, FederatedAveraging) for cb in callbacks):
+        averaging = getattr(self.model, "uses_weight_averaging", True)
+        if averaging and not any(isinstance(cb, FederatedAveraging) for cb in callbacks):
             kwargs["callbacks"] = [*callbacks, FederatedAveraging()]
         if config.get("strategy", "auto") == "auto" and _device_count(config) > 1:
             kwargs["strategy"] = FederatedDDPStrategy()
