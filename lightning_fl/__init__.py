@@ -1,8 +1,20 @@
 """lightning-fl: communication- and resource-efficient federated learning inside PyTorch Lightning."""
 
-from lightning_fl.callbacks import FederatedAveraging, FedProx, RoundProgressBar
+from lightning_fl.callbacks import (
+    DifferentialPrivacy,
+    FedBN,
+    FederatedAlgorithm,
+    FederatedAveraging,
+    FedProx,
+    MaliciousClients,
+    PersonalizedEvaluation,
+    PersonalLayers,
+    RoundProgressBar,
+    Scaffold,
+)
 from lightning_fl.datamodules import FederatedDataModule
 from lightning_fl.exceptions import FederatedConfigError, FederatedRuntimeError, PayloadError
+from lightning_fl.gkt import FedGKTModule
 from lightning_fl.modules import ClassifierModule
 from lightning_fl.strategies import FederatedDDPStrategy
 from lightning_fl.trainer import federated_trainer_defaults
@@ -11,13 +23,21 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ClassifierModule",
+    "DifferentialPrivacy",
+    "FedBN",
+    "FedGKTModule",
     "FedProx",
+    "FederatedAlgorithm",
     "FederatedAveraging",
     "FederatedConfigError",
     "FederatedDDPStrategy",
     "FederatedDataModule",
     "FederatedRuntimeError",
+    "MaliciousClients",
     "PayloadError",
+    "PersonalLayers",
+    "PersonalizedEvaluation",
     "RoundProgressBar",
+    "Scaffold",
     "federated_trainer_defaults",
 ]

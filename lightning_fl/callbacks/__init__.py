@@ -1,8 +1,29 @@
 """Callbacks: the server's side of federated training, plugged into Lightning's Trainer."""
 
+from lightning_fl.callbacks.algorithm import ClientContext, FederatedAlgorithm, FederatedContext, RoundContext
 from lightning_fl.callbacks.fedavg import FederatedAveraging
 from lightning_fl.callbacks.fedprox import FedProx
+from lightning_fl.callbacks.malicious import MaliciousClients
+from lightning_fl.callbacks.personal import FedBN, PersonalLayers
+from lightning_fl.callbacks.personal_eval import PersonalizedEvaluation
+from lightning_fl.callbacks.privacy import DifferentialPrivacy
 from lightning_fl.callbacks.progress import RoundProgressBar
 from lightning_fl.callbacks.round_log import RoundStats
+from lightning_fl.callbacks.scaffold import Scaffold
 
-__all__ = ["FedProx", "FederatedAveraging", "RoundProgressBar", "RoundStats"]
+__all__ = [
+    "ClientContext",
+    "DifferentialPrivacy",
+    "FedBN",
+    "FedProx",
+    "FederatedAlgorithm",
+    "FederatedAveraging",
+    "FederatedContext",
+    "MaliciousClients",
+    "PersonalLayers",
+    "PersonalizedEvaluation",
+    "RoundContext",
+    "RoundProgressBar",
+    "RoundStats",
+    "Scaffold",
+]

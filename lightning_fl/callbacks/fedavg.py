@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-import random
 import time
 import warnings
 from typing import Any, Literal
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_info
 from typing_extensions import override
 
-from lightning_fl.callbacks.round_log import RoundStats, log_round
+from lightning_fl.callbacks.algorithm import (
+    ClientContext,
+    FederatedAlgorithm,
+    FederatedContext,
+    RoundContext,
+    find_algorithms,
+)
+from lightning_fl.callbacks.client_seed import seed_client
+from lightning_fl.callbacks.round_log import RoundStats
 from lightning_fl.callbacks.trainer_checks import check_trainer
 from lightning_fl.codecs.base import Codec
 from lightning_fl.codecs.policy import TensorPolicy
@@ -22,11 +28,12 @@ from lightning_fl.datamodules.federated import FederatedDataModule
 from lightning_fl.datamodules.plan import RoundPlan
 from lightning_fl.exceptions import FederatedConfigError, FederatedRuntimeError
 from lightning_fl.seeding import derive_seed
-from lightning_fl.server.aggregator import WeightedMeanAggregator
+from lightning_fl.server.aggregator import Aggregator, WeightedMeanAggregator
 from lightning_fl.server.codec_state import gather_codec_state
 from lightning_fl.server.flat import FlatState
 from lightning_fl.server.link import Link
 from lightning_fl.server.optimizers import ServerOptimizer, ServerSGD
+from lightning_fl.server.wire import WireSelection
 
 Aggregation = Literal["selected", "all"]
 
@@ -42,6 +49,9 @@ class FederatedAveraging(Callback):
     one all-reduce and the server optimizer turns the mean update into the next global model, which is loaded
     into the module before validation runs.
 
+    Algorithm callbacks (:class:`~lightning_fl.callbacks.algorithm.FederatedAlgorithm`: SCAFFOLD, personal layers,
+    differential privacy, attacks) in the same Trainer are called at each of these points.
+
     Args:
         aggregation: ``"selected"`` averages the clients that trained; ``"all"`` averages over every client,
             counting a client that was not sampled as a zero update (the selected mean scaled by
@@ -54,6 +64,8 @@ class FederatedAveraging(Callback):
         policy: Which tensors the codecs apply to (default ``TensorPolicy(min_numel=1024)``: small tensors such
             as biases and norms, and integer buffers, travel as raw bytes). Reported once at fit start.
         seed: Seed of client randomness and codec seeds; ``None`` takes the data module's seed.
+        aggregator: How the round's updates are combined (default :class:`WeightedMeanAggregator`; robust choices
+            in :mod:`lightning_fl.server.robust`).
 
     Example:
         >>> FederatedAveraging(aggregation="all").aggregation
@@ -68,19 +80,17 @@ class FederatedAveraging(Callback):
         uplink: Codec | None = None,
         policy: TensorPolicy | None = None,
         seed: int | None = None,
+        aggregator: Aggregator | None = None,
     ) -> None:
         if aggregation not in ("selected", "all"):
             raise FederatedConfigError(f"aggregation must be 'selected' or 'all', got {aggregation!r}")
-        if server_optimizer is not None and not isinstance(server_optimizer, ServerOptimizer):
-            raise FederatedConfigError(
-                f"server_optimizer must be a lightning_fl ServerOptimizer, got {type(server_optimizer).__name__}"
-            )
-        for name, codec in (("downlink", downlink), ("uplink", uplink)):
-            if codec is not None and not isinstance(codec, Codec):
-                raise FederatedConfigError(f"{name} must be a lightning_fl Codec, got {type(codec).__name__}")
+        for name, value, cls in (("server_optimizer", server_optimizer, ServerOptimizer), ("downlink", downlink, Codec),
+                                 ("uplink", uplink, Codec), ("policy", policy, TensorPolicy),
+                                 ("aggregator", aggregator, Aggregator)):
+            if value is not None and not isinstance(value, cls):
+                raise FederatedConfigError(f"{name} must be a lightning_fl {cls.__name__}, got {type(value).__name__}")
         self.aggregation: Aggregation = aggregation
-        if policy is not None and not isinstance(policy, TensorPolicy):
-            raise FederatedConfigError(f"policy must be a lightning_fl TensorPolicy, got {type(policy).__name__}")
+        self.aggregator = aggregator if aggregator is not None else WeightedMeanAggregator()
         self.server_optimizer = server_optimizer if server_optimizer is not None else ServerSGD(lr=1.0)
         self.policy = policy if policy is not None else TensorPolicy()
         self.downlink = Link(downlink, "downlink", select=self.policy.select)
@@ -97,12 +107,14 @@ class FederatedAveraging(Callback):
         self._state: FlatState | None = None
         self._pending: dict[str, Any] | None = None
         self._warned_nonfinite = False
+        self._algorithms: list[FederatedAlgorithm] = []
 
     # ------------------------------------------------------------------ hooks
     @override
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         if stage == "fit":
             check_trainer(trainer)
+            self._algorithms = find_algorithms(trainer)
             self._pin_stateful_clients(trainer)
             # Rounds are short by design; Lightning would warn every round that they are shorter than
             # log_every_n_steps.
@@ -121,22 +133,30 @@ class FederatedAveraging(Callback):
         self._start, self._start_views = state.new_flat()
         self._delta, self._delta_views = state.new_flat()
         self._received, self._received_views = state.new_flat()
-        self._agg = WeightedMeanAggregator(state.numel, state.device, extra_numel=state.int_numel + 3)
-        tensors = state.views + state.int_views
-        self._down_codecs = self.downlink.codecs_for(self._names, state.views)
-        self._up_codecs = self.uplink.codecs_for(self._names, state.views)
-        self._dense_bytes = self.uplink.dense_bytes(self._names + self._int_names, tensors)
-        self._int_bytes = sum(self.uplink.raw.encode(t, 0).nbytes for t in state.int_views)
+        self._agg = self.aggregator
+        self._agg.bind(state.numel, state.device, extra_numel=state.int_numel + 3)
+        local = frozenset(n for a in self._algorithms for n in a.local_tensor_names(pl_module, state))
+        wire = self._wire = WireSelection(state, local)
+        self._wire_names = wire.shared_of(self._names)
+        self._down_codecs = self.downlink.codecs_for(self._wire_names, wire.shared_of(state.views))
+        self._up_codecs = self.uplink.codecs_for(self._wire_names, wire.shared_of(state.views))
+        tensors = wire.shared_of(state.views) + wire.shared_int_of(state.int_views)
+        self._dense_bytes = self.uplink.dense_bytes(self._wire_names + wire.shared_int_of(self._int_names), tensors)
+        self._int_bytes = sum(self.uplink.raw.encode(t, 0).nbytes for t in wire.shared_int_of(state.int_views))
         if self._pending is not None:
             self._apply_loaded_state(self._pending, state.device)
             self._pending = None
+        context = FederatedContext(state, dm, self._seed, trainer.global_rank, trainer.world_size, local)
+        for algorithm in self._algorithms:
+            algorithm.on_federated_fit_start(context)
         if self.downlink.codec.name != "Identity" or self.uplink.codec.name != "Identity":
             table = self.policy.describe(dict(zip(self._names, state.views, strict=True)))
             rank_zero_info(f"downlink {self.downlink.codec!r}, uplink {self.uplink.codec!r}; per tensor:\n{table}")
 
     def _pin_stateful_clients(self, trainer: "pl.Trainer") -> None:
-        """A stateful codec keeps each client's residual on the rank that ran the client: pin clients to ranks."""
-        if trainer.world_size > 1 and (self.downlink.codec.stateful or self.uplink.codec.stateful):
+        """A stateful codec or algorithm keeps each client's state on the rank that ran the client: pin clients."""
+        stateful = self.downlink.codec.stateful or self.uplink.codec.stateful
+        if trainer.world_size > 1 and (stateful or any(a.keeps_client_state for a in self._algorithms)):
             trainer.datamodule.pin_clients_to_ranks = True  # type: ignore[attr-defined]
 
     @override
@@ -193,6 +213,23 @@ class FederatedAveraging(Callback):
             )
 
     # ------------------------------------------------------------------ for algorithm callbacks
+    @property
+    def state(self) -> FlatState:
+        """The global model as flat tensors (built at fit start)."""
+        if self._state is None:
+            raise FederatedRuntimeError("the global state is built at fit start; the fit has not started")
+        return self._state
+
+    @property
+    def plan(self) -> RoundPlan:
+        """This rank's plan of the current round (which client each batch belongs to)."""
+        return self._plan
+
+    @property
+    def algorithms(self) -> list[FederatedAlgorithm]:
+        """The algorithm callbacks in the Trainer, in hook order (known from ``setup``)."""
+        return list(self._algorithms)
+
     def client_reference(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """The module's trainable parameters and, aligned with them, the weights the current client started
         from (the global model as the downlink delivered it). For callbacks such as :class:`FedProx`.
@@ -218,50 +255,63 @@ class FederatedAveraging(Callback):
         assert state is not None
         self.current_client = client_id
         round_idx = self._plan.round_idx
+        wire = self._wire
         nbytes, received = self.downlink.send(
-            self._names, state.views, seed=self._seed, round_idx=round_idx, client_id=client_id,
-            codecs=self._down_codecs,
+            self._wire_names, wire.shared_of(state.views), seed=self._seed, round_idx=round_idx,
+            client_id=client_id, codecs=self._down_codecs,
         )
         nbytes += self._int_bytes
         self._round_bytes[0] += nbytes
-        if self.downlink.lossless:
-            self._start_views_active = state.views
-            self._start_active = state.flat
-        else:
-            torch._foreach_copy_(self._start_views, received)
-            self._start_views_active = self._start_views
-            self._start_active = self._start
+        self._start_active, self._start_views_active = wire.client_start(
+            state, received, self.downlink.lossless, self._start, self._start_views
+        )
         state.write_module(self._start_views_active)
         for optimizer in trainer.optimizers:
             optimizer.state.clear()
-        _seed_client(derive_seed(self._seed, "client", round_idx, client_id), state.device)
+        seed_client(derive_seed(self._seed, "client", round_idx, client_id), state.device)
+        if self._algorithms:
+            self._client = ClientContext(round_idx, client_id, int(self._dm.client_sizes[client_id]))
+            for algorithm in self._algorithms:
+                algorithm.on_client_start(self._client)
+            if wire.local:
+                torch._foreach_copy_(wire.local_of(self._start_views), wire.local_of(state.module_float))
 
     @torch.no_grad()
     def _finish_client(self, client_id: int) -> None:
         state = self._state
         assert state is not None
         state.module_minus(self._start_active, self._delta, self._delta_views)
+        self._wire.zero_local(self._delta_views)
         # One reduction instead of an elementwise isfinite (100x cheaper): NaN and Inf entries make the sum
         # non-finite; so would finite entries whose sum overflows float32, which no sane update has.
         if not bool(torch.isfinite(self._delta.sum())):
             self._reject(client_id)
             return
+        weight = float(self._dm.client_sizes[client_id])
+        if self._algorithms:
+            for algorithm in self._algorithms:
+                algorithm.on_client_update(self._client, self._delta, self._delta_views)
+            for algorithm in self._algorithms:
+                weight = algorithm.client_weight(self._client, weight)
         nbytes, received = self.uplink.send(
-            self._names, self._delta_views, seed=self._seed, round_idx=self._plan.round_idx, client_id=client_id,
-            codecs=self._up_codecs,
+            self._wire_names, self._wire.shared_of(self._delta_views), seed=self._seed,
+            round_idx=self._plan.round_idx, client_id=client_id, codecs=self._up_codecs,
         )
-        int_delta = state.module_int_minus_global().to(torch.float64) if state.int_numel else None
+        int_delta = None
+        if state.int_numel:
+            int_delta = state.module_int_minus_global()
+            self._wire.zero_local_int(int_delta)
+            int_delta = int_delta.to(torch.float64)
         nbytes += self._int_bytes
         self._round_bytes[1] += nbytes
         if self.uplink.lossless:
             update = self._delta
         else:
-            torch._foreach_copy_(self._received_views, received)
+            torch._foreach_copy_(self._wire.shared_of(self._received_views), received)
             update = self._received
             if not bool(torch.isfinite(update.sum())):  # a codec that decoded to garbage (e.g. fp16 overflow)
                 self._reject(client_id)
                 return
-        weight = float(self._dm.client_sizes[client_id])
         self._agg.update(update, weight, extra=int_delta)
         self.current_client = None
 
@@ -292,6 +342,10 @@ class FederatedAveraging(Callback):
         extras = agg.extras.cpu()
         down_bytes, up_bytes, rejected = (int(v) for v in extras[n_int : n_int + 3].tolist())
         reported = agg.count
+        is_last = trainer.current_epoch == (trainer.max_epochs or 0) - 1
+        round_context = RoundContext(self._plan.round_idx, self._plan.clients, reported, is_last)
+        for algorithm in self._algorithms:
+            algorithm.on_round_synced(round_context, agg)
         if reported > 0:
             denominator = float(self._dm.client_sizes.sum()) if self.aggregation == "all" else None
             mean = agg.compute(denominator)
@@ -323,7 +377,12 @@ class FederatedAveraging(Callback):
             rejected_updates=rejected,
             round_seconds=time.perf_counter() - self._round_start_time,
         )
-        self.history.append(log_round(trainer, stats))
+        metrics = stats.metrics()
+        for algorithm in self._algorithms:
+            metrics.update(algorithm.on_round_end(trainer, round_context))
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=stats.round_idx)
+        self.history.append(metrics)
 
     # ------------------------------------------------------------------ checkpoints
     @override
@@ -351,15 +410,3 @@ class FederatedAveraging(Callback):
     def _apply_loaded_state(self, state_dict: dict[str, Any], device: torch.device) -> None:
         self.server_optimizer.load_state_dict(state_dict["server_optimizer"], device)
 
-
-def _seed_client(seed: int, device: torch.device) -> None:
-    """Seed the global generators a client's training may draw from (torch on its device, numpy, random).
-
-    ``torch.manual_seed`` would also queue lazy seeding of every uninitialised accelerator backend, recording a
-    stack trace each time; on the hot path of every client that cost more than the seeding itself.
-    """
-    torch.default_generator.manual_seed(seed)
-    if device.type == "cuda":
-        torch.cuda.manual_seed(seed)
-    np.random.seed(seed % (2**32))
-    random.seed(seed)

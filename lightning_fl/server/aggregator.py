@@ -1,48 +1,46 @@
-"""Weighted federated mean, built like a ``torchmetrics.MeanMetric``: a weighted sum and a weight sum, reduced
-across processes in one all-reduce, divided at the end."""
+"""How the server combines a round's client updates.
+
+An aggregator is configured in ``__init__`` (so it can be named in a config: ``aggregator=TrimmedMeanAggregator()``)
+and allocated by :meth:`Aggregator.bind` once the model is known. The weighted federated mean is built like a
+``torchmetrics.MeanMetric``: a weighted sum and a weight sum, reduced across processes in one all-reduce, divided
+at the end. Robust aggregators (:mod:`lightning_fl.server.robust`) keep every update instead.
+"""
 
 from __future__ import annotations
+
+from abc import ABC, abstractmethod
 
 import torch
 import torch.distributed as dist
 
 
-class WeightedMeanAggregator:
-    """Accumulates ``sum_k w_k * delta_k`` and ``sum_k w_k`` over the clients of a round.
+class Aggregator(ABC):
+    """Accumulates a round's client updates and turns them into one update for the server optimizer.
 
-    State is preallocated once and updated in place; :meth:`reset` starts a round, :meth:`update` adds a
-    client, :meth:`sync` sums the state over all processes (one all-reduce of the model-size vector and one of
-    the small float64 extras), :meth:`compute` divides.
-
-    Args:
-        numel: Length of a flat update.
-        device: Where the state lives.
-        extra_numel: Length of an optional float64 side vector summed alongside (integer-buffer increments,
-            counters), unweighted.
-
-    Example:
-        >>> agg = WeightedMeanAggregator(2, torch.device("cpu"))
-        >>> agg.update(torch.tensor([1.0, 2.0]), weight=1.0)
-        >>> agg.update(torch.tensor([3.0, 6.0]), weight=3.0)
-        >>> agg.compute().tolist()
-        [2.5, 5.0]
-        >>> agg.compute(denominator=8.0).tolist()
-        [1.25, 2.5]
+    Every aggregator counts the updates and sums their weights and an unweighted float64 side vector (integer
+    buffer increments, counters) in ``extra``; subclasses decide what they keep of the updates themselves
+    (:meth:`_bind`, :meth:`_reset`, :meth:`_add`, :meth:`_sync`) and how they estimate the update (:meth:`compute`).
     """
 
-    def __init__(self, numel: int, device: torch.device, extra_numel: int = 0) -> None:
-        self.weighted_sum = torch.zeros(numel, dtype=torch.float32, device=device)
-        self.extra = torch.zeros(extra_numel + 2, dtype=torch.float64, device=device)  # [..extras, weight, count]
+    def __init__(self) -> None:
+        self.extra = torch.zeros(2, dtype=torch.float64)  # [..extras, weight sum, count]
+        self.numel = 0
+
+    def bind(self, numel: int, device: torch.device, extra_numel: int = 0) -> None:
+        """Allocate the state for flat updates of ``numel`` elements on ``device`` (called at fit start)."""
+        self.numel = int(numel)
+        self.extra = torch.zeros(extra_numel + 2, dtype=torch.float64, device=device)
+        self._bind(self.numel, device)
 
     def reset(self) -> None:
         """Zero the state for a new round."""
-        self.weighted_sum.zero_()
         self.extra.zero_()
+        self._reset()
 
     @torch.no_grad()
     def update(self, delta: torch.Tensor, weight: float, extra: torch.Tensor | None = None) -> None:
         """Add one client's ``delta`` with ``weight`` (its sample count), and ``extra`` unweighted."""
-        self.weighted_sum.add_(delta, alpha=weight)
+        self._add(delta, weight)
         self.extra[-2] += weight
         self.extra[-1] += 1
         if extra is not None:
@@ -64,18 +62,95 @@ class WeightedMeanAggregator:
         return self.extra[:-2]
 
     def sync(self) -> None:
-        """Sum the state over all processes of the default group (a no-op in one process)."""
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            dist.all_reduce(self.weighted_sum)
+        """Combine the state of all processes of the default group (a no-op in one process)."""
+        if is_distributed():
+            self._sync()
             dist.all_reduce(self.extra)
 
+    @abstractmethod
     def compute(self, denominator: float | None = None) -> torch.Tensor:
-        """The weighted mean: ``weighted_sum / denominator`` (default: the sum of weights).
+        """The aggregated update. ``denominator`` replaces the sum of weights (aggregation over all clients): the
+        estimate is scaled by ``weight_sum / denominator``.
 
         Returns:
-            The mean update; zeros when nothing was added.
+            A new flat tensor; zeros when nothing was added.
         """
+
+    @abstractmethod
+    def _bind(self, numel: int, device: torch.device) -> None:
+        """Allocate what the aggregator keeps of the updates."""
+
+    @abstractmethod
+    def _reset(self) -> None:
+        """Forget the previous round's updates."""
+
+    @abstractmethod
+    def _add(self, delta: torch.Tensor, weight: float) -> None:
+        """Keep one update."""
+
+    @abstractmethod
+    def _sync(self) -> None:
+        """Combine the kept updates of all processes (only called when several processes run)."""
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_") and k not in _STATE)
+        return f"{type(self).__name__}({args})"
+
+
+_STATE = ("extra", "numel", "weighted_sum")
+
+
+class WeightedMeanAggregator(Aggregator):
+    """Accumulates ``sum_k w_k * delta_k`` and ``sum_k w_k`` over the clients of a round: FedAvg's mean.
+
+    State is preallocated once and updated in place; :meth:`reset` starts a round, :meth:`update` adds a
+    client, :meth:`sync` sums the state over all processes (one all-reduce of the model-size vector and one of
+    the small float64 extras), :meth:`compute` divides.
+
+    Args:
+        numel: Length of a flat update; ``None`` defers allocation to :meth:`bind` (as
+            :class:`~lightning_fl.FederatedAveraging` does).
+        device: Where the state lives (default CPU).
+        extra_numel: Length of an optional float64 side vector summed alongside (integer-buffer increments,
+            counters), unweighted.
+
+    Example:
+        >>> agg = WeightedMeanAggregator(2, torch.device("cpu"))
+        >>> agg.update(torch.tensor([1.0, 2.0]), weight=1.0)
+        >>> agg.update(torch.tensor([3.0, 6.0]), weight=3.0)
+        >>> agg.compute().tolist()
+        [2.5, 5.0]
+        >>> agg.compute(denominator=8.0).tolist()
+        [1.25, 2.5]
+    """
+
+    def __init__(
+        self, numel: int | None = None, device: torch.device | None = None, extra_numel: int = 0
+    ) -> None:
+        super().__init__()
+        self.weighted_sum = torch.zeros(0, dtype=torch.float32)
+        if numel is not None:
+            self.bind(numel, device if device is not None else torch.device("cpu"), extra_numel)
+
+    def _bind(self, numel: int, device: torch.device) -> None:
+        self.weighted_sum = torch.zeros(numel, dtype=torch.float32, device=device)
+
+    def _reset(self) -> None:
+        self.weighted_sum.zero_()
+
+    def _add(self, delta: torch.Tensor, weight: float) -> None:
+        self.weighted_sum.add_(delta, alpha=weight)
+
+    def _sync(self) -> None:
+        dist.all_reduce(self.weighted_sum)
+
+    def compute(self, denominator: float | None = None) -> torch.Tensor:
         denom = self.weight_sum if denominator is None else denominator
         if denom <= 0:
             return torch.zeros_like(self.weighted_sum)
         return self.weighted_sum / denom
+
+
+def is_distributed() -> bool:
+    """Whether several processes of a default process group run."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
