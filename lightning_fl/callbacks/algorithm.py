@@ -35,6 +35,7 @@ from lightning_fl.exceptions import FederatedConfigError, FederatedRuntimeError
 
 if TYPE_CHECKING:
     from lightning_fl.callbacks.fedavg import FederatedAveraging
+    from lightning_fl.codecs.base import Codec
     from lightning_fl.datamodules.federated import FederatedDataModule
     from lightning_fl.server.aggregator import Aggregator
     from lightning_fl.server.flat import FlatState
@@ -139,6 +140,15 @@ class FederatedAlgorithm(Callback):
         return self._context
 
     # ------------------------------------------------------------------ hooks called by FederatedAveraging
+    def global_tensor_names(self, pl_module: "pl.LightningModule") -> set[str]:
+        """Names of frozen parameters (``requires_grad=False``) that are global state all the same: sent to the
+        clients and updated by the server (FedMRN's frozen weights). Asked once at fit start."""
+        return set()
+
+    def uplink_codec_for(self, name: str) -> Codec | None:
+        """A codec of this algorithm's own for the uplink of tensor ``name`` (``None``: the server callback's)."""
+        return None
+
     def local_tensor_names(self, pl_module: "pl.LightningModule", state: FlatState) -> set[str]:
         """Names (as in ``state.float_specs`` and ``state.int_specs``) of tensors that never leave the clients:
         not sent, not averaged, not counted in the bytes. Asked once at fit start."""

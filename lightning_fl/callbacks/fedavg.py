@@ -126,7 +126,8 @@ class FederatedAveraging(Callback):
         assert isinstance(dm, FederatedDataModule)
         self._dm = dm
         self._seed = dm.seed if self.seed is None else self.seed
-        state = FlatState(pl_module, pl_module.device)
+        extra_global = set().union(*(a.global_tensor_names(pl_module) for a in self._algorithms))
+        state = FlatState(pl_module, pl_module.device, extra_names=extra_global)
         self._state = state
         self._names = [s.name for s in state.float_specs]
         self._int_names = [s.name for s in state.int_specs]
@@ -134,12 +135,16 @@ class FederatedAveraging(Callback):
         self._delta, self._delta_views = state.new_flat()
         self._received, self._received_views = state.new_flat()
         self._agg = self.aggregator
-        self._agg.bind(state.numel, state.device, extra_numel=state.int_numel + 3)
+        self._agg.bind(state.numel, state.device, extra_numel=state.int_numel + 4)
         local = frozenset(n for a in self._algorithms for n in a.local_tensor_names(pl_module, state))
         wire = self._wire = WireSelection(state, local)
         self._wire_names = wire.shared_of(self._names)
         self._down_codecs = self.downlink.codecs_for(self._wire_names, wire.shared_of(state.views))
         self._up_codecs = self.uplink.codecs_for(self._wire_names, wire.shared_of(state.views))
+        for i, name in enumerate(self._wire_names):
+            for algorithm in self._algorithms:
+                own = algorithm.uplink_codec_for(name)
+                self._up_codecs[i] = own if own is not None else self._up_codecs[i]
         tensors = wire.shared_of(state.views) + wire.shared_int_of(state.int_views)
         self._dense_bytes = self.uplink.dense_bytes(self._wire_names + wire.shared_int_of(self._int_names), tensors)
         self._int_bytes = sum(self.uplink.raw.encode(t, 0).nbytes for t in wire.shared_int_of(state.int_views))
@@ -171,6 +176,7 @@ class FederatedAveraging(Callback):
         self._agg.reset()
         self._round_bytes = [0, 0]  # downlink, uplink on this rank
         self._round_rejected = 0
+        self._round_senders = 0
         self._round_start_time = time.perf_counter()
         self._in_round = True
 
@@ -304,6 +310,7 @@ class FederatedAveraging(Callback):
             int_delta = int_delta.to(torch.float64)
         nbytes += self._int_bytes
         self._round_bytes[1] += nbytes
+        self._round_senders += 1
         if self.uplink.lossless:
             update = self._delta
         else:
@@ -334,13 +341,13 @@ class FederatedAveraging(Callback):
         assert state is not None
         agg = self._agg
         n_int = state.int_numel
-        agg.extras[n_int : n_int + 3] += torch.tensor(
-            [self._round_bytes[0], self._round_bytes[1], self._round_rejected], dtype=torch.float64,
-            device=agg.extras.device,
+        agg.extras[n_int : n_int + 4] += torch.tensor(
+            [self._round_bytes[0], self._round_bytes[1], self._round_rejected, self._round_senders],
+            dtype=torch.float64, device=agg.extras.device,
         )
         agg.sync()
         extras = agg.extras.cpu()
-        down_bytes, up_bytes, rejected = (int(v) for v in extras[n_int : n_int + 3].tolist())
+        down_bytes, up_bytes, rejected, senders = (int(v) for v in extras[n_int : n_int + 4].tolist())
         reported = agg.count
         is_last = trainer.current_epoch == (trainer.max_epochs or 0) - 1
         round_context = RoundContext(self._plan.round_idx, self._plan.clients, reported, is_last)
@@ -373,7 +380,8 @@ class FederatedAveraging(Callback):
             downlink_bytes=down_bytes,
             uplink_bytes_total=self.uplink_bytes_total,
             downlink_bytes_total=self.downlink_bytes_total,
-            dense_bytes=self._dense_bytes * len(self._plan.clients),
+            downlink_dense_bytes=self._dense_bytes * len(self._plan.clients),
+            uplink_dense_bytes=self._dense_bytes * senders,
             rejected_updates=rejected,
             round_seconds=time.perf_counter() - self._round_start_time,
         )

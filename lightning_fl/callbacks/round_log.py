@@ -18,7 +18,9 @@ class RoundStats:
         downlink_bytes: Payload bytes the server sent this round.
         uplink_bytes_total: Cumulative uplink bytes.
         downlink_bytes_total: Cumulative downlink bytes.
-        dense_bytes: Bytes the round's traffic in one direction would take as raw float32 payloads.
+        downlink_dense_bytes: Bytes the round's downlink would take as raw float32 payloads.
+        uplink_dense_bytes: Bytes the updates that were sent would take as raw float32 payloads (clients whose
+            update was dropped before sending count in neither this nor ``uplink_bytes``).
         rejected_updates: Client updates dropped for containing NaN or Inf.
         round_seconds: Wall time of the round's training and aggregation on this rank.
     """
@@ -29,7 +31,8 @@ class RoundStats:
     downlink_bytes: int
     uplink_bytes_total: int
     downlink_bytes_total: int
-    dense_bytes: int
+    downlink_dense_bytes: int
+    uplink_dense_bytes: int
     rejected_updates: int
     round_seconds: float
 
@@ -41,8 +44,10 @@ class RoundStats:
             "fl/downlink_bytes": float(self.downlink_bytes),
             "fl/uplink_bytes_total": float(self.uplink_bytes_total),
             "fl/downlink_bytes_total": float(self.downlink_bytes_total),
-            "fl/uplink_ratio": self.dense_bytes / self.uplink_bytes if self.uplink_bytes else 0.0,
-            "fl/downlink_ratio": self.dense_bytes / self.downlink_bytes if self.downlink_bytes else 0.0,
+            "fl/uplink_ratio": self.uplink_dense_bytes / self.uplink_bytes if self.uplink_bytes else float("nan"),
+            "fl/downlink_ratio": (
+                self.downlink_dense_bytes / self.downlink_bytes if self.downlink_bytes else float("nan")
+            ),
             "fl/rejected_updates": float(self.rejected_updates),
             "fl/round_seconds": self.round_seconds,
         }

@@ -126,10 +126,11 @@ class ServerRound:
         stats = RoundStats(
             round_idx=self.round_idx, clients=len(self.uploads), uplink_bytes=self.uplink_bytes,
             downlink_bytes=downlink_bytes, uplink_bytes_total=uplink_total, downlink_bytes_total=downlink_total,
-            dense_bytes=dense, rejected_updates=0, round_seconds=time.perf_counter() - round_start,
+            uplink_dense_bytes=dense, downlink_dense_bytes=downlink_bytes, rejected_updates=0,
+            round_seconds=time.perf_counter() - round_start,
         )
-        # RoundStats has one dense size for both directions; the downlink (float32 logits) is always dense.
-        return {**stats.metrics(), "fl/downlink_ratio": 1.0, **self._gkt_metrics()}
+        # the downlink (float32 logits) is always dense
+        return {**stats.metrics(), **self._gkt_metrics()}
 
     def _gkt_metrics(self) -> dict[str, float]:
         client = torch.stack(self._client_loss).sum(0).tolist() if self._client_loss else [0.0, 0.0]

@@ -29,6 +29,8 @@ class FlatState:
     Args:
         module: The LightningModule (or any ``nn.Module``) to mirror.
         device: Where the flat vectors live (the module's device).
+        extra_names: Frozen parameters that are global state all the same (FedMRN's frozen weights, which the
+            server updates although no client trains them).
 
     Example:
         >>> state = FlatState(nn.BatchNorm1d(3), torch.device("cpu"))
@@ -36,8 +38,13 @@ class FlatState:
         (['weight', 'bias', 'running_mean', 'running_var'], 12, ['num_batches_tracked'])
     """
 
-    def __init__(self, module: nn.Module, device: torch.device) -> None:
-        params = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+    def __init__(
+        self, module: nn.Module, device: torch.device, extra_names: set[str] | frozenset[str] = frozenset()
+    ) -> None:
+        unknown = set(extra_names) - {n for n, _ in module.named_parameters()}
+        if unknown:
+            raise ValueError(f"extra_names must name parameters of the module, got unknown {sorted(unknown)}")
+        params = [(n, p) for n, p in module.named_parameters() if p.requires_grad or n in extra_names]
         buffers = [(n, b) for n, b in _persistent_buffers(module)]
         float_bufs = [(n, b) for n, b in buffers if b.is_floating_point()]
         int_bufs = [(n, b) for n, b in buffers if not b.is_floating_point()]

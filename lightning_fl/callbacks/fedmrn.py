@@ -1,0 +1,153 @@
+"""FedMRN (Li et al., ACM MM 2024): clients learn 1-bit masks over seeded random noise and upload only those."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+from typing_extensions import override
+
+from lightning_fl.callbacks.algorithm import ClientContext, FederatedAlgorithm, FederatedContext
+from lightning_fl.codecs.base import Codec
+from lightning_fl.codecs.masked_noise import MaskedNoiseCodec
+from lightning_fl.exceptions import FederatedConfigError
+from lightning_fl.nn.masked_noise import MASK_KINDS, NOISE_KINDS, MaskedNoise, MaskKind, NoiseKind
+from lightning_fl.seeding import derive_seed, generator
+from lightning_fl.server.flat import FlatState
+
+_MASKABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_ORIGINAL = ".parametrizations.weight.original"
+_LATENT = ".parametrizations.weight.0.u"
+
+
+class MaskedRandomNoise(FederatedAlgorithm):
+    """Turns every ``nn.Linear`` and ``nn.Conv*`` weight (or those named in ``modules``) into
+    ``W_frozen + n * m(u)`` for the round, without touching the model's code.
+
+    At setup the weights are reparametrized (``torch.nn.utils.parametrize``) before the optimizers are configured, so
+    the module's own ``configure_optimizers`` sees the latent ``u`` and not the frozen ``W``. At each client's start
+    ``u`` is reset to zero and the noise drawn from a 64-bit seed derived from ``(seed, round, client, tensor)``;
+    the progressive masking horizon ``T`` is the client's number of local steps. At the client's end a fresh mask
+    is sampled and the update ``n * m`` travels through :class:`MaskedNoiseCodec` (the packed mask and the seed);
+    the server regenerates the noise and averages ``n * m`` with FedAvg weights into ``W``. All other tensors
+    (biases, norms) train normally and travel through the uplink codec as ordinary updates.
+
+    Args:
+        mask: ``"binary"`` ({0, 1}) or ``"signed"`` ({-1, +1}).
+        noise: ``"uniform"`` on (-1, 1), ``"gaussian"`` or ``"rademacher"``.
+        sigma: Noise scale; ``None`` takes the published default (0.01 binary, 0.005 signed).
+        progressive: Progressive stochastic masking (``p_t = t / T``); ``False`` samples every element every step.
+        modules: Names of the modules to mask (``None``: every Linear and Conv layer).
+
+    Example:
+        >>> MaskedRandomNoise(mask="signed").sigma
+        0.005
+    """
+
+    def __init__(
+        self,
+        mask: MaskKind = "binary",
+        noise: NoiseKind = "uniform",
+        sigma: float | None = None,
+        progressive: bool = True,
+        modules: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__()
+        if mask not in MASK_KINDS:
+            raise FederatedConfigError(f"mask must be one of {MASK_KINDS}, got {mask!r}")
+        if noise not in NOISE_KINDS:
+            raise FederatedConfigError(f"noise must be one of {NOISE_KINDS}, got {noise!r}")
+        sigma = (0.01 if mask == "binary" else 0.005) if sigma is None else sigma
+        if not sigma > 0:
+            raise FederatedConfigError(f"sigma must be > 0, got {sigma}")
+        self.mask: MaskKind = mask
+        self.noise: NoiseKind = noise
+        self.sigma = float(sigma)
+        self.progressive = progressive
+        self.modules = None if modules is None else list(modules)
+        self.codec = MaskedNoiseCodec(mask, noise, self.sigma)
+        self._layers: dict[str, MaskedNoise] = {}  # state name of W -> its parametrization
+
+    # ------------------------------------------------------------------ setup
+    @override
+    def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if stage == "fit" and not self._layers:
+            self._layers = self._reparametrize(pl_module)
+
+    def _reparametrize(self, pl_module: nn.Module) -> dict[str, MaskedNoise]:
+        named = dict(pl_module.named_modules())
+        if self.modules is None:
+            chosen = [name for name, mod in named.items() if isinstance(mod, _MASKABLE)]
+        else:
+            unknown = [n for n in self.modules if n not in named]
+            if unknown:
+                raise FederatedConfigError(
+                    f"modules must name modules of the model, got unknown {unknown}; known Linear/Conv modules: "
+                    f"{[n for n, m in named.items() if isinstance(m, _MASKABLE)]}"
+                )
+            chosen = list(self.modules)
+        if not chosen:
+            raise FederatedConfigError("MaskedRandomNoise found no nn.Linear or nn.Conv layer to mask in the model")
+        layers: dict[str, MaskedNoise] = {}
+        for name in chosen:
+            module = named[name]
+            if not isinstance(module, _MASKABLE):
+                raise FederatedConfigError(
+                    f"modules may name nn.Linear and nn.Conv layers only, got {name!r} of type {type(module).__name__}"
+                )
+            mn = MaskedNoise(module.weight.shape, self.mask, self.noise, self.sigma, self.progressive)
+            mn.to(module.weight.device)
+            parametrize.register_parametrization(module, "weight", mn, unsafe=True)
+            module.parametrizations.weight.original.requires_grad_(False)
+            layers[f"{name}{_ORIGINAL}" if name else _ORIGINAL.lstrip(".")] = mn
+        return layers
+
+    # ------------------------------------------------------------------ seam
+    def global_tensor_names(self, pl_module: "pl.LightningModule") -> set[str]:
+        """The frozen weights ``W`` are global state (the server updates them) although nothing trains them."""
+        return set(self._layers)
+
+    def local_tensor_names(self, pl_module: "pl.LightningModule", state: FlatState) -> set[str]:
+        """The latents ``u`` never leave the client (they restart from zero every round)."""
+        return {name.replace(_ORIGINAL, _LATENT) for name in self._layers}
+
+    def uplink_codec_for(self, name: str) -> Codec | None:
+        """:class:`MaskedNoiseCodec` for the masked weights; the ordinary uplink codec for everything else."""
+        return self.codec if name in self._layers else None
+
+    def on_federated_fit_start(self, context: FederatedContext) -> None:
+        super().on_federated_fit_start(context)
+        for mn in self._layers.values():
+            mn.to(context.state.device)
+
+    def on_client_start(self, client: ClientContext) -> None:
+        plan = self.context.datamodule.current_plan
+        assert plan is not None
+        steps = int((plan.batch_client == client.client_id).sum())
+        for name, mn in self._layers.items():
+            mn.start_round(self._noise_seed(client, name), total_steps=max(steps, 1))
+
+    def _noise_seed(self, client: ClientContext, name: str) -> int:
+        # the seed the uplink link derives for this tensor: the codec regenerates the same noise from it
+        return derive_seed(self.context.seed, "uplink", client.round_idx, client.client_id, name)
+
+    @override
+    def on_train_batch_end(
+        self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        for mn in self._layers.values():
+            mn.step += 1
+
+    @torch.no_grad()
+    def on_client_update(self, client: ClientContext, update: torch.Tensor, views: list[torch.Tensor]) -> None:
+        specs = self.context.state.float_specs
+        index = {spec.name: i for i, spec in enumerate(specs)}
+        for name, mn in self._layers.items():
+            gen = generator(self.context.seed, "fedmrn-upload", client.round_idx, client.client_id, name,
+                            device=mn.u.device)
+            views[index[name]].copy_(mn.noise * mn.upload_mask(gen))
