@@ -34,7 +34,8 @@ class MaskedRandomNoise(FederatedAlgorithm):
     the progressive masking horizon ``T`` is the client's number of local steps. At the client's end a fresh mask
     is sampled and the update ``n * m`` travels through :class:`MaskedNoiseCodec` (the packed mask and the seed);
     the server regenerates the noise and averages ``n * m`` with FedAvg weights into ``W``. All other tensors
-    (biases, norms) train normally and travel through the uplink codec as ordinary updates.
+    (biases, norms) train normally and travel through the uplink codec as ordinary updates. When the fit ends the
+    parametrization is removed: the module is the user's ordinary model again, holding the global weights.
 
     Args:
         mask: ``"binary"`` ({0, 1}) or ``"signed"`` ({-1, +1}).
@@ -71,6 +72,7 @@ class MaskedRandomNoise(FederatedAlgorithm):
         self.modules = None if modules is None else list(modules)
         self.codec = MaskedNoiseCodec(mask, noise, self.sigma)
         self._layers: dict[str, MaskedNoise] = {}  # state name of W -> its parametrization
+        self._modules: list[nn.Module] = []
 
     # ------------------------------------------------------------------ setup
     @override
@@ -78,6 +80,18 @@ class MaskedRandomNoise(FederatedAlgorithm):
         super().setup(trainer, pl_module, stage)
         if stage == "fit" and not self._layers:
             self._layers = self._reparametrize(pl_module)
+
+    @override
+    def teardown(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+        """Give the user back an ordinary model whose weights are the global ``W`` (the latents are per-round
+        client state). Checkpoints taken during training keep the parametrized form, from which a fit resumes."""
+        if stage != "fit":
+            return
+        for module in self._modules:
+            if parametrize.is_parametrized(module, "weight"):
+                parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+                module.weight.requires_grad_(True)
+        self._layers, self._modules = {}, []
 
     def _reparametrize(self, pl_module: nn.Module) -> dict[str, MaskedNoise]:
         named = dict(pl_module.named_modules())
@@ -104,6 +118,7 @@ class MaskedRandomNoise(FederatedAlgorithm):
             mn.to(module.weight.device)
             parametrize.register_parametrization(module, "weight", mn, unsafe=True)
             module.parametrizations.weight.original.requires_grad_(False)
+            self._modules.append(module)
             layers[f"{name}{_ORIGINAL}" if name else _ORIGINAL.lstrip(".")] = mn
         return layers
 

@@ -59,29 +59,38 @@ def test_server_rebuilds_fedavg_of_the_clients_dense_masked_updates(tiny_data, m
         for c in clients:
             acc.add_(record.updates[c][i], alpha=float(sizes[c]))
         expected = w0[i] + acc / float(sizes[clients].sum())
-        got = model.net[layer].parametrizations.weight.original
+        got = model.net[layer].weight  # the parametrization is removed at the end of fit
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-7)
         for c in clients:  # every client's update is n * m: entries are 0 or +-|n| <= sigma
             assert record.updates[c][i].abs().max() <= (0.01 if mask == "binary" else 0.005) + 1e-9
 
 
-def test_optimizer_sees_latents_not_frozen_weights(tiny_data):
-    model, _, _ = fit(tiny_data, [MaskedRandomNoise()])
-    opt_params = {id(p) for group in model.trainer.optimizers[0].param_groups for p in group["params"]}
-    for layer in (0, 2):
-        par = model.net[layer].parametrizations.weight
-        assert not par.original.requires_grad
-        assert id(par[0].u) in opt_params
+class CheckOptimizer(pl.Callback):
+    def on_train_start(self, trainer, pl_module):
+        opt_params = {id(p) for group in trainer.optimizers[0].param_groups for p in group["params"]}
+        self.ok = all(
+            not pl_module.net[i].parametrizations.weight.original.requires_grad
+            and id(pl_module.net[i].parametrizations.weight[0].u) in opt_params
+            for i in (0, 2)
+        )
+
+
+def test_optimizer_sees_latents_not_frozen_weights_and_the_model_comes_back_plain(tiny_data):
+    check = CheckOptimizer()
+    model, _, _ = fit(tiny_data, [MaskedRandomNoise(), check])
+    assert check.ok
+    assert sorted(model.state_dict()) == ["net.0.bias", "net.0.weight", "net.2.bias", "net.2.weight"]
+    assert all(p.requires_grad for p in model.parameters())
 
 
 def test_uplink_bytes_are_packed_masks_plus_seeds_plus_raw_other_tensors(tiny_data):
     model, fedavg, _ = fit(tiny_data, [MaskedRandomNoise()])
     raw = Identity()
     per_client = 0
-    for name, p in model.named_parameters():
-        if name in MASKED:
+    for name, p in model.named_parameters():  # the plain model after fit: net.i.weight were the masked ones
+        if name.replace("weight", "parametrizations.weight.original") in MASKED:
             per_client += math.ceil(p.numel() / 8) + (2 + 4 * p.dim()) + 8
-        elif not name.endswith(".u"):
+        else:
             per_client += raw.encode(p.detach(), 0).nbytes
     assert fedavg.history[0]["fl/uplink_bytes"] == 3 * per_client
     assert fedavg.history[0]["fl/uplink_ratio"] > 4  # biases (19 of 163 elements) travel as float32
@@ -125,3 +134,17 @@ def test_bad_arguments():
 def test_unknown_module_name_is_refused(tiny_data):
     with pytest.raises(FederatedConfigError, match=r"modules must name modules of the model, got unknown \['fc9'\]"):
         fit(tiny_data, [MaskedRandomNoise(modules=["fc9"])])
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_two_processes_match_one(tiny_data):
+    from lightning_fl import FederatedDDPStrategy
+
+    one, _, _ = fit(tiny_data, [MaskedRandomNoise(mask="signed")], rounds=2)
+    two, _, _ = fit(tiny_data, [MaskedRandomNoise(mask="signed")], rounds=2, devices=2,
+                    strategy=FederatedDDPStrategy(start_method="spawn"))
+    a, b = one.state_dict(), two.state_dict()
+    assert sorted(a) == sorted(b)
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-7, msg=name)
