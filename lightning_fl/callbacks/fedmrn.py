@@ -117,7 +117,7 @@ class MaskedRandomNoise(FederatedAlgorithm):
             mn = MaskedNoise(module.weight.shape, self.mask, self.noise, self.sigma, self.progressive)
             mn.to(module.weight.device)
             parametrize.register_parametrization(module, "weight", mn, unsafe=True)
-            module.parametrizations.weight.original.requires_grad_(False)
+            module.parametrizations.weight.original.requires_grad_(False)  # type: ignore[union-attr]
             self._modules.append(module)
             layers[f"{name}{_ORIGINAL}" if name else _ORIGINAL.lstrip(".")] = mn
         return layers

@@ -51,6 +51,6 @@ class FedProx(Callback):
         with_grad = [(p, s) for p, s in zip(params, starts, strict=True) if p.grad is not None]
         if not with_grad:
             return
-        grads = [p.grad for p, _ in with_grad]
+        grads: list[torch.Tensor] = [g for p, _ in with_grad if (g := p.grad) is not None]
         diffs = torch._foreach_sub([p for p, _ in with_grad], [s for _, s in with_grad])
         torch._foreach_add_(grads, diffs, alpha=self.mu)

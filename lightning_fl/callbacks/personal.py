@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import pytorch_lightning as pl
@@ -15,7 +16,7 @@ from lightning_fl.server.client_store import ClientStore
 from lightning_fl.server.flat import FlatState
 
 
-class _LocalModules(FederatedAlgorithm):
+class _LocalModules(FederatedAlgorithm, ABC):
     """Keeps some modules' parameters and buffers on the clients; subclasses say which modules."""
 
     keeps_client_state = True
@@ -26,8 +27,9 @@ class _LocalModules(FederatedAlgorithm):
         self._names: list[str] = []
         self._tensors: list[torch.Tensor] = []
 
+    @abstractmethod
     def _module_names(self, pl_module: "pl.LightningModule") -> list[str]:
-        raise NotImplementedError
+        """Names of the modules whose tensors stay on the clients (each subclass has its own rule)."""
 
     @override
     def local_tensor_names(self, pl_module: "pl.LightningModule", state: FlatState) -> set[str]:
