@@ -49,6 +49,23 @@ class TinyClassifier(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr, momentum=self.hparams.momentum)
 
 
+class LinearLoss(pl.LightningModule):
+    """loss = sum_i <w, x_i>: every batch's gradient is sum_i x_i whatever w is, so updates are known in closed
+    form."""
+
+    def __init__(self, lr: float = 0.5) -> None:
+        super().__init__()
+        self.lr = lr
+        self.w = torch.nn.Parameter(torch.zeros(2))
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, _ = batch
+        return (x @ self.w).sum()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+
 def make_tiny_data(n: int = 120, in_features: int = 6, num_classes: int = 3, seed: int = 0) -> InMemoryDataset:
     """Linearly separable-ish Gaussian blobs."""
     gen = torch.Generator().manual_seed(seed)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import TinyClassifier, make_tiny_data, quiet_trainer_kwargs
+from conftest import LinearLoss, TinyClassifier, make_tiny_data, quiet_trainer_kwargs
 
 from lightning_fl import FederatedAveraging, FederatedDataModule
 from lightning_fl.datamodules import InMemoryDataset, ShardPartitioner
@@ -18,19 +16,6 @@ from lightning_fl.server import ServerAdam, ServerSGD
 LR = 0.5
 
 
-class LinearLoss(pl.LightningModule):
-    """loss = sum_i <w, x_i>: its gradient is sum_i x_i, whatever w is, so updates are known in closed form."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.w = torch.nn.Parameter(torch.zeros(2))
-
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        x, _ = batch
-        return (x @ self.w).sum()
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=LR)
 
 
 def linear_data() -> InMemoryDataset:
@@ -45,7 +30,7 @@ def test_selected_and_all_match_hand_computation(aggregation):
     # shards of one label each: clients hold 3, 3, 3, 3 samples; 2 of 4 clients per round
     dm = FederatedDataModule(data, partitioner=ShardPartitioner(num_clients=4, shards_per_client=1, seed=0),
                              clients_per_round=2, batch_size=2, seed=3)
-    model = LinearLoss()
+    model = LinearLoss(lr=LR)
     trainer = pl.Trainer(**quiet_trainer_kwargs(max_epochs=1, callbacks=[FederatedAveraging(aggregation)]))
     trainer.fit(model, datamodule=dm)
     x = data.tensors[0].numpy()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import quiet_trainer_kwargs
+from conftest import LinearLoss, quiet_trainer_kwargs
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from lightning_fl import FederatedAveraging, FederatedConfigError, FederatedDataModule, Scaffold
@@ -18,19 +18,6 @@ from lightning_fl.datamodules.plan import client_batches, sample_clients
 LR, BATCH, SEED = 0.5, 2, 3
 
 
-class LinearLoss(pl.LightningModule):
-    """loss = sum_i <w, x_i>: every batch's gradient is sum_i x_i whatever w is."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.w = torch.nn.Parameter(torch.zeros(2))
-
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        x, _ = batch
-        return (x @ self.w).sum()
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=LR)
 
 
 def linear_dm(per_round: int) -> FederatedDataModule:
@@ -64,7 +51,7 @@ def scaffold_by_hand(dm: FederatedDataModule, rounds: int, per_round: int):
 
 
 def fit_linear(rounds: int, per_round: int, scaffold: Scaffold) -> tuple[LinearLoss, FederatedDataModule]:
-    model, dm = LinearLoss(), linear_dm(per_round)
+    model, dm = LinearLoss(lr=LR), linear_dm(per_round)
     trainer = pl.Trainer(**quiet_trainer_kwargs(max_epochs=rounds, callbacks=[FederatedAveraging(), scaffold]))
     trainer.fit(model, datamodule=dm)
     return model, dm
@@ -137,7 +124,7 @@ def test_scaffold_removes_the_client_drift_of_fedavg():
 
 def run_for_resume(tmp_path, max_epochs, ckpt_path=None):
     torch.manual_seed(0)
-    model, dm = LinearLoss(), linear_dm(2)
+    model, dm = LinearLoss(lr=LR), linear_dm(2)
     scaffold = Scaffold()
     ckpt = ModelCheckpoint(dirpath=tmp_path, every_n_epochs=1, save_top_k=-1, filename="round{epoch}",
                            auto_insert_metric_name=False)
@@ -170,4 +157,4 @@ def test_bounded_store_and_arguments():
 def test_needs_the_server_callback():
     trainer = pl.Trainer(**quiet_trainer_kwargs(max_epochs=1, callbacks=[Scaffold()]))
     with pytest.raises(FederatedConfigError, match="Scaffold needs a FederatedAveraging callback"):
-        trainer.fit(LinearLoss(), datamodule=linear_dm(2))
+        trainer.fit(LinearLoss(lr=LR), datamodule=linear_dm(2))

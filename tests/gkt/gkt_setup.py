@@ -8,6 +8,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from conftest import quiet_trainer_kwargs
 
 from lightning_fl.datamodules import FederatedDataModule, IIDPartitioner, InMemoryDataset
 from lightning_fl.gkt import FedGKTModule, ResNet8Client, ResNetServerBody
@@ -38,20 +39,7 @@ def make_module(cls: type[FedGKTModule] = FedGKTModule, model_seed: int = 0, **k
 
 
 def trainer(max_epochs: int, **overrides: Any) -> pl.Trainer:
-    kwargs: dict[str, Any] = {
-        "max_epochs": max_epochs,
-        "reload_dataloaders_every_n_epochs": 1,
-        "use_distributed_sampler": False,
-        "accelerator": "cpu",
-        "devices": 1,
-        "logger": False,
-        "enable_checkpointing": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "num_sanity_val_steps": 0,
-    }
-    kwargs.update(overrides)
-    return pl.Trainer(**kwargs)
+    return pl.Trainer(**quiet_trainer_kwargs(max_epochs=max_epochs, **overrides))
 
 
 @contextmanager
