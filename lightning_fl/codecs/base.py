@@ -131,6 +131,8 @@ class Codec(ABC):
     stateful: bool = False
     #: Draws on ``seed``; a codec that does not (raw bytes, casts) lets callers skip deriving one.
     uses_seed: bool = True
+    #: Payload length depends only on the tensor's shape and dtype (never on its values, seed or state).
+    fixed_size: bool = False
 
     @property
     def name(self) -> str:
@@ -183,6 +185,7 @@ class Identity(Codec):
     lossless = True
     unbiased = True
     uses_seed = False
+    fixed_size = True
 
     def encode(self, x: torch.Tensor, seed: int, key: str | None = None) -> Payload:
         flat = x.detach().contiguous().reshape(-1)

@@ -37,6 +37,7 @@ class Link:
         self.codec: Codec = codec if codec is not None else Identity()
         self.raw = Identity()
         self.direction = direction
+        self._fixed_sizes: dict[tuple[object, ...], int] = {}
         self.select = select if select is not None else is_floating
 
     @property
@@ -71,6 +72,15 @@ class Link:
         total = 0
         received: list[torch.Tensor] = []
         for name, tensor, codec in zip(names, tensors, codecs, strict=True):
+            if codec.fixed_size and codec.lossless:
+                # the payload of this tensor has the same length every time: measured once, by encoding
+                size_key = (name, tuple(tensor.shape), tensor.dtype, codec.name)
+                size = self._fixed_sizes.get(size_key)
+                if size is None:
+                    size = self._fixed_sizes[size_key] = codec.encode(tensor, 0).nbytes
+                total += size
+                received.append(tensor)
+                continue
             tensor_seed = derive_seed(seed, self.direction, round_idx, client_id, name) if codec.uses_seed else 0
             key = f"{client_id}/{name}" if codec.stateful else None
             payload = codec.encode(tensor, tensor_seed, key=key)

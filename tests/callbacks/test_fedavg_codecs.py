@@ -179,3 +179,13 @@ def test_bad_policy_is_refused():
 def test_error_feedback_warns_around_a_rescaling_unbiased_codec():
     with pytest.warns(UserWarning, match="error feedback is meant for biased"):
         ErrorFeedback(Chain(Subsample(0.25), StochasticQuantizer(bits=2)))
+
+
+def test_fixed_size_lossless_payloads_are_measured_once_and_counted_every_time():
+    link = Link(None, "uplink")
+    tensors = [torch.randn(3, 4), torch.randn(7)]
+    expected = sum(Identity().encode(t, 0).nbytes for t in tensors)
+    for client in range(3):
+        nbytes, received = link.send(["a", "b"], tensors, seed=0, round_idx=0, client_id=client)
+        assert nbytes == expected
+        assert all(r is t for r, t in zip(received, tensors, strict=True))
