@@ -98,10 +98,10 @@ class FlatState:
 
     @torch.no_grad()
     def module_minus(self, start: torch.Tensor, out: torch.Tensor, out_views: list[torch.Tensor]) -> None:
-        """``out = module tensors - start``: the update of a client that started from ``start``."""
-        if self.module_float:
-            torch._foreach_copy_(out_views, self.module_float)
-        out.sub_(start)
+        """``out = module tensors - start``: the update of a client that started from ``start`` (one pass over
+        memory per tensor, no intermediate copy)."""
+        for tensor, begin, dst in zip(self.module_float, self.make_views(start), out_views, strict=True):
+            torch.sub(tensor.detach(), begin, out=dst)
 
     @torch.no_grad()
     def module_int_minus_global(self) -> torch.Tensor:
