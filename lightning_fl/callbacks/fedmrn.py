@@ -15,7 +15,7 @@ from lightning_fl.callbacks.algorithm import ClientContext, FederatedAlgorithm, 
 from lightning_fl.codecs.base import Codec
 from lightning_fl.codecs.masked_noise import MaskedNoiseCodec
 from lightning_fl.exceptions import FederatedConfigError
-from lightning_fl.nn.masked_noise import MASK_KINDS, NOISE_KINDS, MaskedNoise, MaskKind, NoiseKind
+from lightning_fl.nn.masked_noise import MaskedNoise, MaskKind, NoiseKind, check_masked_noise
 from lightning_fl.seeding import derive_seed, generator
 from lightning_fl.server.flat import FlatState
 
@@ -30,8 +30,9 @@ class MaskedRandomNoise(FederatedAlgorithm):
 
     At setup the weights are reparametrized (``torch.nn.utils.parametrize``) before the optimizers are configured, so
     the module's own ``configure_optimizers`` sees the latent ``u`` and not the frozen ``W``. At each client's start
-    ``u`` is reset to zero and the noise drawn from a 64-bit seed derived from ``(seed, round, client, tensor)``;
-    the progressive masking horizon ``T`` is the client's number of local steps. At the client's end a fresh mask
+    ``u`` is reset to zero and the noise drawn from a 63-bit seed (sent as 8 bytes) derived from
+    ``(seed, round, client, tensor)``; the progressive masking horizon ``T`` is the client's number of local steps.
+    At the client's end a fresh mask
     is sampled and the update ``n * m`` travels through :class:`MaskedNoiseCodec` (the packed mask and the seed);
     the server regenerates the noise and averages ``n * m`` with FedAvg weights into ``W``. All other tensors
     (biases, norms) train normally and travel through the uplink codec as ordinary updates. When the fit ends the
@@ -58,13 +59,8 @@ class MaskedRandomNoise(FederatedAlgorithm):
         modules: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
-        if mask not in MASK_KINDS:
-            raise FederatedConfigError(f"mask must be one of {MASK_KINDS}, got {mask!r}")
-        if noise not in NOISE_KINDS:
-            raise FederatedConfigError(f"noise must be one of {NOISE_KINDS}, got {noise!r}")
         sigma = (0.01 if mask == "binary" else 0.005) if sigma is None else sigma
-        if not sigma > 0:
-            raise FederatedConfigError(f"sigma must be > 0, got {sigma}")
+        check_masked_noise(mask, noise, sigma)
         self.mask: MaskKind = mask
         self.noise: NoiseKind = noise
         self.sigma = float(sigma)
@@ -137,6 +133,8 @@ class MaskedRandomNoise(FederatedAlgorithm):
 
     def on_federated_fit_start(self, context: FederatedContext) -> None:
         super().on_federated_fit_start(context)
+        positions = {spec.name: i for i, spec in enumerate(context.state.float_specs)}
+        self._positions = {name: positions[name] for name in self._layers}
         for mn in self._layers.values():
             mn.to(context.state.device)
 
@@ -160,9 +158,7 @@ class MaskedRandomNoise(FederatedAlgorithm):
 
     @torch.no_grad()
     def on_client_update(self, client: ClientContext, update: torch.Tensor, views: list[torch.Tensor]) -> None:
-        specs = self.context.state.float_specs
-        index = {spec.name: i for i, spec in enumerate(specs)}
         for name, mn in self._layers.items():
             gen = generator(self.context.seed, "fedmrn-upload", client.round_idx, client.client_id, name,
                             device=mn.u.device)
-            views[index[name]].copy_(mn.noise * mn.upload_mask(gen))
+            views[self._positions[name]].copy_(mn.noise * mn.upload_mask(gen))

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback
 from typing_extensions import override
 
-from lightning_fl.callbacks.fedavg import FederatedAveraging
+from lightning_fl.callbacks.algorithm import FederatedAlgorithm
 from lightning_fl.exceptions import FederatedConfigError
 
 
-class FedProx(Callback):
+class FedProx(FederatedAlgorithm):
     """Adds the gradient of ``mu / 2 * ||w - w_start||^2``, that is ``mu * (w - w_start)``, to every trainable
     parameter's gradient before each optimizer step, where ``w_start`` is the model the client received.
 
@@ -29,22 +28,15 @@ class FedProx(Callback):
     def __init__(self, mu: float = 0.01) -> None:
         if not mu >= 0:
             raise FederatedConfigError(f"mu must be >= 0, got {mu}")
+        super().__init__()
         self.mu = float(mu)
-        self._fedavg: FederatedAveraging | None = None
-
-    @override
-    def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
-        found = [cb for cb in trainer.callbacks if isinstance(cb, FederatedAveraging)]  # type: ignore[attr-defined]
-        if not found:
-            raise FederatedConfigError("FedProx needs a FederatedAveraging callback in the same Trainer, got none")
-        self._fedavg = found[0]
 
     @override
     @torch.no_grad()
     def on_before_optimizer_step(
         self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", optimizer: torch.optim.Optimizer
     ) -> None:
-        fedavg = self._fedavg
+        fedavg = self._fedavg  # found by FederatedAlgorithm.setup
         if self.mu == 0.0 or fedavg is None or fedavg.current_client is None:
             return  # mu = 0, or a padding batch whose effect is discarded
         params, starts = fedavg.client_reference()

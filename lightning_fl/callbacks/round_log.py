@@ -1,10 +1,8 @@
-"""The framework's own per-round scalars, logged once per round with ``step = round_idx``."""
+"""The framework's own per-round scalars (the server callback logs them once per round, ``step = round_idx``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import pytorch_lightning as pl
 
 
 @dataclass(frozen=True)
@@ -51,11 +49,3 @@ class RoundStats:
             "fl/rejected_updates": float(self.rejected_updates),
             "fl/round_seconds": self.round_seconds,
         }
-
-
-def log_round(trainer: "pl.Trainer", stats: RoundStats) -> dict[str, float]:
-    """Send the round's scalars to every logger at ``step = round_idx`` and return them."""
-    metrics = stats.metrics()
-    for logger in trainer.loggers:
-        logger.log_metrics(metrics, step=stats.round_idx)
-    return metrics

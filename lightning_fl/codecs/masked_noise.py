@@ -9,10 +9,9 @@ import torch
 from lightning_fl.codecs.base import Codec, Payload, pack_tensor_meta, unpack_tensor_meta
 from lightning_fl.exceptions import FederatedRuntimeError, PayloadError
 from lightning_fl.nn.masked_noise import (
-    MASK_KINDS,
-    NOISE_KINDS,
     MaskKind,
     NoiseKind,
+    check_masked_noise,
     pack_mask,
     reconstruct_update,
     sample_noise,
@@ -45,10 +44,7 @@ class MaskedNoiseCodec(Codec):
     unbiased = False
 
     def __init__(self, mask: MaskKind = "binary", noise: NoiseKind = "uniform", sigma: float = 0.01) -> None:
-        if mask not in MASK_KINDS:
-            raise PayloadError(f"mask must be one of {MASK_KINDS}, got {mask!r}")
-        if noise not in NOISE_KINDS:
-            raise PayloadError(f"noise must be one of {NOISE_KINDS}, got {noise!r}")
+        check_masked_noise(mask, noise, sigma)
         self.mask: MaskKind = mask
         self.noise: NoiseKind = noise
         self.sigma = float(sigma)

@@ -224,7 +224,7 @@ class FederatedDataModule(pl.LightningDataModule):
         assert self.train_dataset is not None
         return make_batch_loader(self.train_dataset, self.current_plan.batches, self.num_workers, self.pin_memory)
 
-    def _eval_loader(self, dataset: Dataset | None, name: str) -> Any:
+    def _eval_loader(self, dataset: Dataset | None) -> Any:
         if dataset is None:
             return []
         trainer = self.trainer
@@ -234,11 +234,11 @@ class FederatedDataModule(pl.LightningDataModule):
 
     @override
     def val_dataloader(self) -> Any:
-        return self._eval_loader(self.val_dataset, "val")
+        return self._eval_loader(self.val_dataset)
 
     @override
     def test_dataloader(self) -> Any:
-        return self._eval_loader(self.test_dataset, "test")
+        return self._eval_loader(self.test_dataset)
 
     def client_dataloader(self, client_id: int, split: str = "val") -> Any:
         """Sequential batches over one client's own local ``"val"`` or ``"train"`` samples."""

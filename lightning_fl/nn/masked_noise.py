@@ -23,6 +23,20 @@ NOISE_KINDS = ("uniform", "gaussian", "rademacher")
 NOISE_FLOOR = 1e-8
 
 
+def check_masked_noise(mask: str, noise: str, sigma: float) -> None:
+    """Refuse masked-noise settings outside their alphabets (shared by the layer, the callback and the codec).
+
+    Raises:
+        FederatedConfigError: Naming the argument, what is allowed and what was given.
+    """
+    if mask not in MASK_KINDS:
+        raise FederatedConfigError(f"mask must be one of {MASK_KINDS}, got {mask!r}")
+    if noise not in NOISE_KINDS:
+        raise FederatedConfigError(f"noise must be one of {NOISE_KINDS}, got {noise!r}")
+    if not sigma > 0:
+        raise FederatedConfigError(f"sigma must be > 0, got {sigma}")
+
+
 def sample_noise(
     shape: torch.Size | tuple[int, ...], seed: int, kind: NoiseKind, sigma: float, device: torch.device | str
 ) -> torch.Tensor:
@@ -113,12 +127,7 @@ class MaskedNoise(nn.Module):
         progressive: bool = True,
     ) -> None:
         super().__init__()
-        if mask not in MASK_KINDS:
-            raise FederatedConfigError(f"mask must be one of {MASK_KINDS}, got {mask!r}")
-        if noise not in NOISE_KINDS:
-            raise FederatedConfigError(f"noise must be one of {NOISE_KINDS}, got {noise!r}")
-        if not sigma > 0:
-            raise FederatedConfigError(f"sigma must be > 0, got {sigma}")
+        check_masked_noise(mask, noise, sigma)
         self.mask_kind: MaskKind = mask
         self.noise_kind: NoiseKind = noise
         self.sigma = float(sigma)
