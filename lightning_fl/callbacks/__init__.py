@@ -2,6 +2,7 @@
 
 from lightning_fl.callbacks.algorithm import ClientContext, FederatedAlgorithm, FederatedContext, RoundContext
 from lightning_fl.callbacks.fedavg import FederatedAveraging
+from lightning_fl.callbacks.federated_dropout import FederatedDropout
 from lightning_fl.callbacks.fedmrn import MaskedRandomNoise
 from lightning_fl.callbacks.fedprox import FedProx
 from lightning_fl.callbacks.malicious import MaliciousClients
@@ -20,6 +21,7 @@ __all__ = [
     "FederatedAlgorithm",
     "FederatedAveraging",
     "FederatedContext",
+    "FederatedDropout",
     "MaliciousClients",
     "MaskedRandomNoise",
     "PersonalLayers",

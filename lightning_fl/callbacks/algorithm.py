@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from lightning_fl.datamodules.federated import FederatedDataModule
     from lightning_fl.server.aggregator import Aggregator
     from lightning_fl.server.flat import FlatState
+    from lightning_fl.server.submodels import ClientSubmodels
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,13 @@ class FederatedAlgorithm(Callback):
         """Names (as in ``state.float_specs`` and ``state.int_specs``) of tensors that never leave the clients:
         not sent, not averaged, not counted in the bytes. Asked once at fit start."""
         return set()
+
+    def client_submodels(
+        self, pl_module: "pl.LightningModule", state: FlatState, seed: int
+    ) -> ClientSubmodels | None:
+        """Submodels the clients train instead of the whole model (Federated Dropout); ``None``: the whole model.
+        Asked once at fit start; at most one algorithm may answer."""
+        return None
 
     def on_federated_fit_start(self, context: FederatedContext) -> None:
         """The global state exists; allocate and apply any loaded checkpoint state here."""

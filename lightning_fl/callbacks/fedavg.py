@@ -33,6 +33,7 @@ from lightning_fl.server.codec_state import gather_codec_state
 from lightning_fl.server.flat import FlatState
 from lightning_fl.server.link import Link
 from lightning_fl.server.optimizers import ServerOptimizer, ServerSGD
+from lightning_fl.server.submodels import SEED_BYTES, ClientSubmodels
 from lightning_fl.server.wire import WireSelection
 
 Aggregation = Literal["selected", "all"]
@@ -108,6 +109,7 @@ class FederatedAveraging(Callback):
         self._pending: dict[str, Any] | None = None
         self._warned_nonfinite = False
         self._algorithms: list[FederatedAlgorithm] = []
+        self._sub: ClientSubmodels | None = None
 
     # ------------------------------------------------------------------ hooks
     @override
@@ -131,16 +133,23 @@ class FederatedAveraging(Callback):
         self._state = state
         self._names = [s.name for s in state.float_specs]
         self._int_names = [s.name for s in state.int_specs]
-        self._start, self._start_views = state.new_flat()
-        self._delta, self._delta_views = state.new_flat()
-        self._received, self._received_views = state.new_flat()
+        self._sub = self._find_submodels(pl_module, state)
+        # what a client holds: the global layout, or the smaller layout of a submodel (Federated Dropout)
+        layout = state if self._sub is None else self._sub.layout
+        self._start, self._start_views = layout.new_flat()
+        self._delta, self._delta_views = layout.new_flat()
+        self._received, self._received_views = layout.new_flat()
+        if self._sub is not None:
+            self._cut, self._cut_views = layout.new_flat()
+            self._full_update = torch.zeros_like(state.flat)
+            self._coverage = torch.zeros_like(state.flat)
         self._agg = self.aggregator
-        self._agg.bind(state.numel, state.device, extra_numel=state.int_numel + 4)
+        self._agg.bind(state.numel, state.device, extra_numel=state.int_numel + 4, per_coordinate=self._sub is not None)
         local = frozenset(n for a in self._algorithms for n in a.local_tensor_names(pl_module, state))
         wire = self._wire = WireSelection(state, local)
         self._wire_names = wire.shared_of(self._names)
-        self._down_codecs = self.downlink.codecs_for(self._wire_names, wire.shared_of(state.views))
-        self._up_codecs = self.uplink.codecs_for(self._wire_names, wire.shared_of(state.views))
+        self._down_codecs = self.downlink.codecs_for(self._wire_names, wire.shared_of(self._start_views))
+        self._up_codecs = self.uplink.codecs_for(self._wire_names, wire.shared_of(self._start_views))
         for i, name in enumerate(self._wire_names):
             for algorithm in self._algorithms:
                 own = algorithm.uplink_codec_for(name)
@@ -157,6 +166,12 @@ class FederatedAveraging(Callback):
         if self.downlink.codec.name != "Identity" or self.uplink.codec.name != "Identity":
             table = self.policy.describe(dict(zip(self._names, state.views, strict=True)))
             rank_zero_info(f"downlink {self.downlink.codec!r}, uplink {self.uplink.codec!r}; per tensor:\n{table}")
+
+    def _find_submodels(self, pl_module: "pl.LightningModule", state: FlatState) -> ClientSubmodels | None:
+        found = [s for a in self._algorithms if (s := a.client_submodels(pl_module, state, self._seed)) is not None]
+        if len(found) > 1:
+            raise FederatedConfigError(f"only one algorithm may give clients submodels, got {len(found)}")
+        return found[0] if found else None
 
     def _pin_stateful_clients(self, trainer: "pl.Trainer") -> None:
         """A stateful codec or algorithm keeps each client's state on the rank that ran the client: pin clients."""
@@ -262,15 +277,22 @@ class FederatedAveraging(Callback):
         self.current_client = client_id
         round_idx = self._plan.round_idx
         wire = self._wire
+        source, source_views = state.flat, state.views
+        if self._sub is not None:  # cut the client's submodel out of the global model
+            self._sub_index = self._sub.select(round_idx, client_id)
+            self._sub.gather(state.flat, self._sub_index, self._cut)
+            source, source_views = self._cut, self._cut_views
         nbytes, received = self.downlink.send(
-            self._wire_names, wire.shared_of(state.views), seed=self._seed, round_idx=round_idx,
+            self._wire_names, wire.shared_of(source_views), seed=self._seed, round_idx=round_idx,
             client_id=client_id, codecs=self._down_codecs,
         )
-        nbytes += self._int_bytes
+        nbytes += self._int_bytes + (SEED_BYTES if self._sub is not None else 0)
         self._round_bytes[0] += nbytes
         self._start_active, self._start_views_active = wire.client_start(
-            state, received, self.downlink.lossless, self._start, self._start_views
+            source, source_views, received, self.downlink.lossless, self._start, self._start_views
         )
+        if self._sub is not None:
+            self._sub.shrink()
         state.write_module(self._start_views_active)
         for optimizer in trainer.optimizers:
             optimizer.state.clear()
@@ -286,7 +308,7 @@ class FederatedAveraging(Callback):
     def _finish_client(self, client_id: int) -> None:
         state = self._state
         assert state is not None
-        state.module_minus(self._start_active, self._delta, self._delta_views)
+        state.module_minus(self._start_views_active, self._delta_views)
         self._wire.zero_local(self._delta_views)
         # One reduction instead of an elementwise isfinite (100x cheaper): NaN and Inf entries make the sum
         # non-finite; so would finite entries whose sum overflows float32, which no sane update has.
@@ -319,7 +341,11 @@ class FederatedAveraging(Callback):
             if not bool(torch.isfinite(update.sum())):  # a codec that decoded to garbage (e.g. fp16 overflow)
                 self._reject(client_id)
                 return
-        self._agg.update(update, weight, extra=int_delta)
+        coverage = None
+        if self._sub is not None:  # back to full size; the coverage says which coordinates this client held
+            self._sub.scatter(update, self._sub_index, self._full_update, self._coverage)
+            update, coverage = self._full_update, self._coverage
+        self._agg.update(update, weight, extra=int_delta, coverage=coverage)
         self.current_client = None
 
     def _reject(self, client_id: int) -> None:
@@ -366,6 +392,8 @@ class FederatedAveraging(Callback):
                 RuntimeWarning,
                 stacklevel=2,
             )
+        if self._sub is not None:
+            self._sub.restore()
         state.write_module()
         self._in_round = False
         self.current_client = None

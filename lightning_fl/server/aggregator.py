@@ -13,6 +13,8 @@ from abc import ABC, abstractmethod
 import torch
 import torch.distributed as dist
 
+from lightning_fl.exceptions import FederatedConfigError, FederatedRuntimeError
+
 
 class Aggregator(ABC):
     """Accumulates a round's client updates and turns them into one update for the server optimizer.
@@ -22,13 +24,24 @@ class Aggregator(ABC):
     (:meth:`_bind`, :meth:`_reset`, :meth:`_add`, :meth:`_sync`) and how they estimate the update (:meth:`compute`).
     """
 
+    #: Whether :meth:`update` accepts a ``coverage`` (clients that hold only part of the model: Federated Dropout).
+    supports_coverage: bool = False
+
     def __init__(self) -> None:
         self.extra = torch.zeros(2, dtype=torch.float64)  # [..extras, weight sum, count]
         self.numel = 0
+        self.per_coordinate = False
 
-    def bind(self, numel: int, device: torch.device, extra_numel: int = 0) -> None:
-        """Allocate the state for flat updates of ``numel`` elements on ``device`` (called at fit start)."""
+    def bind(self, numel: int, device: torch.device, extra_numel: int = 0, per_coordinate: bool = False) -> None:
+        """Allocate the state for flat updates of ``numel`` elements on ``device`` (called at fit start).
+        ``per_coordinate``: updates come with a coverage (which coordinates each client held)."""
+        if per_coordinate and not self.supports_coverage:
+            raise FederatedConfigError(
+                f"{type(self).__name__} cannot combine updates of clients that hold different parts of the model "
+                "(Federated Dropout); use WeightedMeanAggregator"
+            )
         self.numel = int(numel)
+        self.per_coordinate = per_coordinate
         self.extra = torch.zeros(extra_numel + 2, dtype=torch.float64, device=device)
         self._bind(self.numel, device)
 
@@ -38,9 +51,24 @@ class Aggregator(ABC):
         self._reset()
 
     @torch.no_grad()
-    def update(self, delta: torch.Tensor, weight: float, extra: torch.Tensor | None = None) -> None:
-        """Add one client's ``delta`` with ``weight`` (its sample count), and ``extra`` unweighted."""
+    def update(
+        self,
+        delta: torch.Tensor,
+        weight: float,
+        extra: torch.Tensor | None = None,
+        coverage: torch.Tensor | None = None,
+    ) -> None:
+        """Add one client's ``delta`` with ``weight`` (its sample count), and ``extra`` unweighted. ``coverage`` (1
+        where the client held the coordinate, 0 elsewhere, where ``delta`` is 0) comes with every update when bound
+        ``per_coordinate``."""
+        if self.per_coordinate != (coverage is not None):
+            raise FederatedRuntimeError(
+                f"{type(self).__name__} was bound with per_coordinate={self.per_coordinate}, but an update came "
+                f"{'without' if coverage is None else 'with'} a coverage"
+            )
         self._add(delta, weight)
+        if coverage is not None:
+            self._add_coverage(coverage, weight)
         self.extra[-2] += weight
         self.extra[-1] += 1
         if extra is not None:
@@ -88,6 +116,10 @@ class Aggregator(ABC):
     def _add(self, delta: torch.Tensor, weight: float) -> None:
         """Keep one update."""
 
+    def _add_coverage(self, coverage: torch.Tensor, weight: float) -> None:
+        """Keep which coordinates a client held (only aggregators with ``supports_coverage``)."""
+        raise NotImplementedError
+
     @abstractmethod
     def _sync(self) -> None:
         """Combine the kept updates of all processes (only called when several processes run)."""
@@ -97,11 +129,14 @@ class Aggregator(ABC):
         return f"{type(self).__name__}({args})"
 
 
-_STATE = ("extra", "numel", "weighted_sum")
+_STATE = ("extra", "numel", "weighted_sum", "per_coordinate", "coordinate_weight")
 
 
 class WeightedMeanAggregator(Aggregator):
     """Accumulates ``sum_k w_k * delta_k`` and ``sum_k w_k`` over the clients of a round: FedAvg's mean.
+
+    With ``per_coordinate`` binding (Federated Dropout) it also sums ``w_k`` per coordinate over the clients that
+    held the coordinate, and divides each coordinate by that sum; coordinates no client held get a zero update.
 
     State is preallocated once and updated in place; :meth:`reset` starts a round, :meth:`update` adds a
     client, :meth:`sync` sums the state over all processes (one all-reduce of the model-size vector and one of
@@ -124,31 +159,50 @@ class WeightedMeanAggregator(Aggregator):
         [1.25, 2.5]
     """
 
+    supports_coverage = True
+
     def __init__(
         self, numel: int | None = None, device: torch.device | None = None, extra_numel: int = 0
     ) -> None:
         super().__init__()
         self.weighted_sum = torch.zeros(0, dtype=torch.float32)
+        self.coordinate_weight: torch.Tensor | None = None
         if numel is not None:
             self.bind(numel, device if device is not None else torch.device("cpu"), extra_numel)
 
     def _bind(self, numel: int, device: torch.device) -> None:
         self.weighted_sum = torch.zeros(numel, dtype=torch.float32, device=device)
+        self.coordinate_weight = torch.zeros_like(self.weighted_sum) if self.per_coordinate else None
 
     def _reset(self) -> None:
         self.weighted_sum.zero_()
+        if self.coordinate_weight is not None:
+            self.coordinate_weight.zero_()
 
     def _add(self, delta: torch.Tensor, weight: float) -> None:
         self.weighted_sum.add_(delta, alpha=weight)
 
+    def _add_coverage(self, coverage: torch.Tensor, weight: float) -> None:
+        assert self.coordinate_weight is not None
+        self.coordinate_weight.add_(coverage, alpha=weight)
+
     def _sync(self) -> None:
         dist.all_reduce(self.weighted_sum)
+        if self.coordinate_weight is not None:
+            dist.all_reduce(self.coordinate_weight)
 
     def compute(self, denominator: float | None = None) -> torch.Tensor:
-        denom = self.weight_sum if denominator is None else denominator
-        if denom <= 0:
+        """The weighted mean; per coordinate when bound ``per_coordinate``. ``denominator`` (aggregation over all
+        clients) scales the mean by ``weight_sum / denominator``, per coordinate as well."""
+        if self.weight_sum <= 0 or (denominator is not None and denominator <= 0):
             return torch.zeros_like(self.weighted_sum)
-        return self.weighted_sum / denom
+        if self.coordinate_weight is None:
+            return self.weighted_sum / (self.weight_sum if denominator is None else denominator)
+        held = self.coordinate_weight > 0
+        mean = torch.where(held, self.weighted_sum / self.coordinate_weight.clamp_min(1e-30), 0.0)
+        if denominator is not None:
+            mean.mul_(self.weight_sum / denominator)
+        return mean
 
 
 def is_distributed() -> bool:

@@ -97,10 +97,10 @@ class FlatState:
             dst.copy_(src)
 
     @torch.no_grad()
-    def module_minus(self, start: torch.Tensor, out: torch.Tensor, out_views: list[torch.Tensor]) -> None:
-        """``out = module tensors - start``: the update of a client that started from ``start`` (one pass over
-        memory per tensor, no intermediate copy)."""
-        for tensor, begin, dst in zip(self.module_float, self.make_views(start), out_views, strict=True):
+    def module_minus(self, start_views: list[torch.Tensor], out_views: list[torch.Tensor]) -> None:
+        """``out = module tensors - start``: the update of a client that started from ``start_views`` (one pass over
+        memory per tensor, no intermediate copy; the views may be a submodel's, matching the module's shapes)."""
+        for tensor, begin, dst in zip(self.module_float, start_views, out_views, strict=True):
             torch.sub(tensor.detach(), begin, out=dst)
 
     @torch.no_grad()

@@ -50,21 +50,23 @@ class WireSelection:
     @torch.no_grad()
     def client_start(
         self,
-        state: FlatState,
+        source: torch.Tensor,
+        source_views: list[torch.Tensor],
         received: Sequence[torch.Tensor],
         lossless: bool,
         buffer: torch.Tensor,
         buffer_views: list[torch.Tensor],
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """The weights a client starts from, as a flat vector and its views: the global state itself when the
-        downlink is lossless and every tensor is shared (no copy); otherwise ``buffer`` filled with the global state
-        and the ``received`` (decoded) shared tensors. Local tensors keep the global values there until the client's
-        own copy is written over them.
+        """The weights a client starts from, as a flat vector and its views. ``source`` is what the server sends (the
+        global state, or the client's submodel cut from it). When the downlink is lossless and every tensor is shared
+        that is ``source`` itself (no copy); otherwise ``buffer`` filled with ``source`` and the ``received``
+        (decoded) shared tensors. Local tensors keep the global values there until the client's own copy is written
+        over them.
         """
         if lossless and self.everything:
-            return state.flat, state.views
+            return source, source_views
         if not self.everything:
-            buffer.copy_(state.flat)
+            buffer.copy_(source)
         if not lossless:
             torch._foreach_copy_(self.shared_of(buffer_views), list(received))
         return buffer, buffer_views
