@@ -3,6 +3,7 @@
 from lightning_fl.callbacks import (
     DifferentialPrivacy,
     FedBN,
+    FedBuff,
     FederatedAlgorithm,
     FederatedAveraging,
     FedProx,
@@ -12,6 +13,7 @@ from lightning_fl.callbacks import (
     PersonalLayers,
     RoundProgressBar,
     Scaffold,
+    SystemsSimulation,
 )
 from lightning_fl.datamodules import FederatedDataModule
 from lightning_fl.exceptions import FederatedConfigError, FederatedRuntimeError, PayloadError
@@ -26,6 +28,7 @@ __all__ = [
     "ClassifierModule",
     "DifferentialPrivacy",
     "FedBN",
+    "FedBuff",
     "FedGKTModule",
     "FedProx",
     "FederatedAlgorithm",
@@ -41,5 +44,6 @@ __all__ = [
     "PersonalizedEvaluation",
     "RoundProgressBar",
     "Scaffold",
+    "SystemsSimulation",
     "federated_trainer_defaults",
 ]

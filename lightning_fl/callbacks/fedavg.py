@@ -262,15 +262,22 @@ class FederatedAveraging(Callback):
         self.current_client = client_id
         round_idx = self._plan.round_idx
         wire = self._wire
+        older = self._older_start_weights(round_idx, client_id)
         nbytes, received = self.downlink.send(
-            self._wire_names, wire.shared_of(state.views), seed=self._seed, round_idx=round_idx,
-            client_id=client_id, codecs=self._down_codecs,
+            self._wire_names, wire.shared_of(state.views if older is None else state.make_views(older)),
+            seed=self._seed, round_idx=round_idx, client_id=client_id, codecs=self._down_codecs,
         )
         nbytes += self._int_bytes
         self._round_bytes[0] += nbytes
-        self._start_active, self._start_views_active = wire.client_start(
-            state, received, self.downlink.lossless, self._start, self._start_views
-        )
+        if older is None:
+            self._start_active, self._start_views_active = wire.client_start(
+                state, received, self.downlink.lossless, self._start, self._start_views
+            )
+        else:  # an older model version (asynchronous training), as the downlink delivered it
+            self._start.copy_(older)
+            if not self.downlink.lossless:
+                torch._foreach_copy_(wire.shared_of(self._start_views), list(received))
+            self._start_active, self._start_views_active = self._start, self._start_views
         state.write_module(self._start_views_active)
         for optimizer in trainer.optimizers:
             optimizer.state.clear()
@@ -281,6 +288,14 @@ class FederatedAveraging(Callback):
                 algorithm.on_client_start(self._client)
             if wire.local:
                 torch._foreach_copy_(wire.local_of(self._start_views), wire.local_of(state.module_float))
+
+    def _older_start_weights(self, round_idx: int, client_id: int) -> torch.Tensor | None:
+        """An older global model an algorithm says this client downloaded (FedBuff), else ``None``."""
+        for algorithm in self._algorithms:
+            older = algorithm.client_start_weights(round_idx, client_id)
+            if older is not None:
+                return older
+        return None
 
     @torch.no_grad()
     def _finish_client(self, client_id: int) -> None:
