@@ -245,8 +245,8 @@ client, got 0.0 for client 0
         names = sorted({k for r in rows for k in r})
         columns: dict[str, list[float]] = {}
         for name in names:
-            try:
-                columns[name] = [float(r[name]) for r in rows]
+            try:  # a row without an optional field (a JSON object that leaves it out) takes its default
+                columns[name] = [float(r[name] if name in r or name not in DEFAULTS else DEFAULTS[name]) for r in rows]
             except (KeyError, TypeError, ValueError) as err:
                 raise FederatedConfigError(f"every row of {source} needs a number in column {name!r}: {err}") from err
         return cls(**columns)
