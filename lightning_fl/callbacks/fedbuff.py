@@ -87,6 +87,8 @@ class FedBuff(SimulatedDevices):
         self.staleness_exponent = float(staleness_exponent)
         #: How many applied updates had each staleness, over the whole fit.
         self.staleness_counts: dict[int, int] = {}
+        #: ``(client_id, staleness)`` of the updates of the latest server update, in clock order.
+        self.last_updates: list[tuple[int, int]] = []
         self._queue: BufferedAsyncSchedule | None = None
         self._loaded_queue: dict[str, Any] | None = None
         self._loaded_versions: dict[int, torch.Tensor] | None = None
@@ -129,6 +131,9 @@ class FedBuff(SimulatedDevices):
         queue, dm = self._queue, self._dm
         if queue is None or dm is None:
             raise FederatedRuntimeError("FedBuff plans rounds only during a fit")
+        if round_idx == queue.version - 1:
+            # Lightning re-plans the last round of a checkpoint saved after its batches (it runs none of them again)
+            return Participation(np.sort(np.array([c for c, _ in self.last_updates], dtype=np.int64)))
         if queue.version != round_idx:
             raise FederatedRuntimeError(
                 f"FedBuff's queue is at server update {queue.version} but round {round_idx} was planned; rounds must "
@@ -175,6 +180,7 @@ class FedBuff(SimulatedDevices):
         referenced = queue.referenced_versions()
         self._versions = {v: t for v, t in self._versions.items() if v in referenced}
         stale = np.array([self._current - run.version for run in self._runs], dtype=np.int64)
+        self.last_updates = [(run.client_id, int(t)) for run, t in zip(self._runs, stale, strict=True)]
         for t in stale.tolist():
             self.staleness_counts[t] = self.staleness_counts.get(t, 0) + 1
         cols = self.client_profiles.columns
@@ -210,11 +216,13 @@ class FedBuff(SimulatedDevices):
         state["queue"] = queue.state_dict() if queue is not None else self._loaded_queue
         state["versions"] = {v: t.detach().cpu().clone() for v, t in self._versions.items()}
         state["staleness_counts"] = dict(self.staleness_counts)
+        state["last_updates"] = list(self.last_updates)
         return state
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         self.staleness_counts = {int(k): int(v) for k, v in state_dict["staleness_counts"].items()}
+        self.last_updates = [(int(c), int(t)) for c, t in state_dict["last_updates"]]
         self._loaded_queue = state_dict["queue"]
         self._loaded_versions = dict(state_dict["versions"])

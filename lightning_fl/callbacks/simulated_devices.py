@@ -69,9 +69,10 @@ class SimulatedDevices(FederatedAlgorithm, ABC):
             raise FederatedConfigError(f"{type(self).__name__} needs a FederatedDataModule, got {type(dm).__name__}")
         owner = getattr(dm.participation, "__self__", None)
         if dm.participation is not None and owner is not self:
+            taken_by = type(owner).__name__ if owner is not None else repr(dm.participation)
             raise FederatedConfigError(
                 f"{type(self).__name__} decides who trains each round, but the data module's participation hook is "
-                f"already taken by {type(owner).__name__ if owner is not None else dm.participation!r}: use one of them"
+                f"already taken by {taken_by}: use one of them"
             )
         dm.participation = self.participation
         self._dm = dm
