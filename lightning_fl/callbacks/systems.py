@@ -55,7 +55,8 @@ class SystemsSimulation(SimulatedDevices):
     with equal steps it is exactly FedAvg.
 
     The simulated round lasts until the server has what it waits for: the ``clients_per_round``-th finish under
-    over-selection, else the deadline when a selected client is missing at it, else the last finish. Energy per
+    over-selection, else the deadline when a straggler is still running at it, else the last finish or failure (a
+    failure is noticed when it happens: the connection drops). Energy per
     client is ``joules_per_flop`` x FLOPs done + ``joules_per_byte`` x bytes received and sent (failed and dropped
     clients count their download and the training done before they stopped; surplus clients their whole round).
 

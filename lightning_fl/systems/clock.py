@@ -91,7 +91,8 @@ class DeadlineOutcome:
         stragglers: Mask of clients that did not report by the deadline (they were still running).
         discarded: Mask of over-selected clients that finished after the first ``keep`` and were not used.
         round_seconds: Simulated duration of the round: the ``keep``-th finish when over-selection is met;
-            otherwise the deadline if anyone was still missing at it, else the last finish (or failure).
+            otherwise the deadline if a straggler was still running at it, else the last finish or failure
+            (a failure is noticed when it happens).
     """
 
     kept: np.ndarray
@@ -115,7 +116,7 @@ def apply_deadline(
         keep: Keep only the first ``keep`` clients to finish (over-selection; ties go to the earlier position);
             ``None`` keeps all that make the deadline.
         failed: Mask of clients that fail during the round (they never report).
-        failure_seconds: When each failed client fails (ends the round when nobody else is waited for).
+        failure_seconds: When each failed client fails (noticed at once: the connection drops).
 
     Example:
         >>> out = apply_deadline(np.array([3.0, 1.0, 9.0, 2.0]), deadline=5.0, keep=2)
@@ -136,9 +137,9 @@ def apply_deadline(
         discarded[order[keep:]] = True
     if keep is not None and int(kept.sum()) >= keep and keep > 0:
         round_seconds = float(finish[kept].max())
-    elif deadline is not None and (stragglers.any() or failed.any()):
+    elif deadline is not None and stragglers.any():
         round_seconds = float(deadline)
-    else:
+    else:  # a failure is noticed when it happens (the connection drops)
         ends = list(finish[kept])
         if failure_seconds is not None and failed.any():
             ends += list(np.asarray(failure_seconds, dtype=np.float64)[failed])

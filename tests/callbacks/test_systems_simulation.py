@@ -165,3 +165,24 @@ def test_misuse_is_refused():
         SystemsSimulation(deadline=1.0, min_local_steps=0)
     with pytest.raises(FederatedConfigError, match="needs a FederatedAveraging"):
         fit([SystemsSimulation()], make_dm(), rounds=1)
+
+
+def run_on(tmp_path, devices):
+    from lightning_fl import FederatedDDPStrategy
+
+    sim = SystemsSimulation("phones", deadline=0.02, over_selection=0.5, stragglers="partial", fednova=True)
+    ckpt = ModelCheckpoint(dirpath=tmp_path, every_n_epochs=1, save_last=True)
+    kwargs = {"strategy": FederatedDDPStrategy(start_method="spawn")} if devices > 1 else {}
+    model = fit([FederatedAveraging(), sim, ckpt], make_dm(num_clients=12, per_round=4), rounds=3, devices=devices,
+                enable_checkpointing=True, **kwargs)
+    return model, torch.load(tmp_path / "last.ckpt", weights_only=False)["callbacks"]["SystemsSimulation"]
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_two_processes_plan_and_end_like_one(tmp_path):
+    one, one_state = run_on(tmp_path / "one", 1)
+    two, two_state = run_on(tmp_path / "two", 2)
+    for name, tensor in one.state_dict().items():
+        np.testing.assert_allclose(tensor.numpy(), two.state_dict()[name].numpy(), rtol=1e-5, atol=1e-6, err_msg=name)
+    assert one_state == two_state  # same clock, energy and payload estimates on every rank

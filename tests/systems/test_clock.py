@@ -48,8 +48,9 @@ def test_failed_clients_never_report():
                          failure_seconds=np.array([0.0, 5.0]))
     assert out.kept.tolist() == [True, False] and not out.stragglers.any()
     assert out.round_seconds == 5.0
-    out = apply_deadline(np.array([1.0, 2.0]), deadline=3.0, failed=np.array([False, True]))
-    assert out.round_seconds == 3.0  # the server cannot tell a failed client from a slow one
+    out = apply_deadline(np.array([1.0, 2.0]), deadline=3.0, failed=np.array([False, True]),
+                         failure_seconds=np.array([0.0, 0.5]))
+    assert out.round_seconds == 1.0  # the failure was noticed when it happened: no waiting for the deadline
 
 
 def test_steps_within_budget():
