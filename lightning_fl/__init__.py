@@ -3,6 +3,7 @@
 from lightning_fl.callbacks import (
     DifferentialPrivacy,
     FedBN,
+    FedBuff,
     FederatedAlgorithm,
     FederatedAveraging,
     FederatedDropout,
@@ -13,6 +14,7 @@ from lightning_fl.callbacks import (
     PersonalLayers,
     RoundProgressBar,
     Scaffold,
+    SystemsSimulation,
 )
 from lightning_fl.datamodules import FederatedDataModule
 from lightning_fl.exceptions import FederatedConfigError, FederatedRuntimeError, PayloadError
@@ -27,6 +29,7 @@ __all__ = [
     "ClassifierModule",
     "DifferentialPrivacy",
     "FedBN",
+    "FedBuff",
     "FedGKTModule",
     "FedProx",
     "FederatedAlgorithm",
@@ -43,5 +46,6 @@ __all__ = [
     "PersonalizedEvaluation",
     "RoundProgressBar",
     "Scaffold",
+    "SystemsSimulation",
     "federated_trainer_defaults",
 ]

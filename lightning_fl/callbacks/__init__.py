@@ -2,6 +2,7 @@
 
 from lightning_fl.callbacks.algorithm import ClientContext, FederatedAlgorithm, FederatedContext, RoundContext
 from lightning_fl.callbacks.fedavg import FederatedAveraging
+from lightning_fl.callbacks.fedbuff import FedBuff
 from lightning_fl.callbacks.federated_dropout import FederatedDropout
 from lightning_fl.callbacks.fedmrn import MaskedRandomNoise
 from lightning_fl.callbacks.fedprox import FedProx
@@ -12,11 +13,14 @@ from lightning_fl.callbacks.privacy import DifferentialPrivacy
 from lightning_fl.callbacks.progress import RoundProgressBar
 from lightning_fl.callbacks.round_log import RoundStats
 from lightning_fl.callbacks.scaffold import Scaffold
+from lightning_fl.callbacks.simulated_devices import SimulatedDevices
+from lightning_fl.callbacks.systems import SystemsSimulation
 
 __all__ = [
     "ClientContext",
     "DifferentialPrivacy",
     "FedBN",
+    "FedBuff",
     "FedProx",
     "FederatedAlgorithm",
     "FederatedAveraging",
@@ -30,4 +34,6 @@ __all__ = [
     "RoundProgressBar",
     "RoundStats",
     "Scaffold",
+    "SimulatedDevices",
+    "SystemsSimulation",
 ]

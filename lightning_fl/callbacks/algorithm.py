@@ -5,13 +5,15 @@ An algorithm is "what the client does" plus "what the server does with the aggre
 by it at fixed points of a round, in ``order`` (then list order):
 
 1. ``on_federated_fit_start(context)`` once the global state exists (after any checkpoint was loaded);
-2. ``on_client_start(client)`` after the client's starting weights are in the module;
-3. ``on_client_update(client, update, views)`` with the client's update ``w_client - w_start`` (personal tensors
+2. ``client_start_weights(round_idx, client_id)`` before the downlink: an older global model the client downloaded
+   (asynchronous training), or ``None`` for the current one;
+3. ``on_client_start(client)`` after the client's starting weights are in the module;
+4. ``on_client_update(client, update, views)`` with the client's update ``w_client - w_start`` (personal tensors
    already zeroed), before the uplink codec; it may change the update in place (clipping, attacks);
-4. ``client_weight(client, weight)``: the client's weight in the mean (default its sample count);
-5. ``on_round_synced(round, aggregator)`` on every rank right after the round's all-reduce, before the server
+5. ``client_weight(client, weight)``: the client's weight in the mean (default its sample count);
+6. ``on_round_synced(round, aggregator)`` on every rank right after the round's all-reduce, before the server
    step (noise on the sum, the algorithm's own all-reduce);
-6. ``on_round_end(trainer, round)`` after the new global model is in the module; returns metrics logged with the
+7. ``on_round_end(trainer, round)`` after the new global model is in the module; returns metrics logged with the
    round's ``fl/`` scalars.
 
 ``local_tensor_names`` (asked once at fit start) names tensors that never leave the clients, and
@@ -165,6 +167,13 @@ class FederatedAlgorithm(Callback):
     def on_federated_fit_start(self, context: FederatedContext) -> None:
         """The global state exists; allocate and apply any loaded checkpoint state here."""
         self._context = context
+
+    def client_start_weights(self, round_idx: int, client_id: int) -> torch.Tensor | None:
+        """The global model this client downloaded, as a flat vector laid out like ``context.state.flat``, when it is
+        not the current one (FedBuff's stale clients); the downlink codec then sends it, the client trains from it
+        and its update is taken against it. ``None`` (default): the current global model. Integer buffers always
+        come from the current model."""
+        return None
 
     def on_client_start(self, client: ClientContext) -> None:
         """The client's starting weights are in the module; its training follows."""

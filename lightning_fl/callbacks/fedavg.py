@@ -247,6 +247,12 @@ class FederatedAveraging(Callback):
         return self._plan
 
     @property
+    def submodels(self) -> ClientSubmodels | None:
+        """The clients' submodels when an algorithm (Federated Dropout) gives them one, else ``None`` (from fit
+        start)."""
+        return self._sub
+
+    @property
     def algorithms(self) -> list[FederatedAlgorithm]:
         """The algorithm callbacks in the Trainer, in hook order (known from ``setup``)."""
         return list(self._algorithms)
@@ -278,9 +284,12 @@ class FederatedAveraging(Callback):
         round_idx = self._plan.round_idx
         wire = self._wire
         source, source_views = state.flat, state.views
-        if self._sub is not None:  # cut the client's submodel out of the global model
+        older = self._older_start_weights(round_idx, client_id)
+        if older is not None:  # an older model version this client downloaded (asynchronous training)
+            source, source_views = older, state.make_views(older)
+        if self._sub is not None:  # cut the client's submodel out of the model it downloads
             self._sub_index = self._sub.select(round_idx, client_id)
-            self._sub.gather(state.flat, self._sub_index, self._cut)
+            self._sub.gather(source, self._sub_index, self._cut)
             source, source_views = self._cut, self._cut_views
         nbytes, received = self.downlink.send(
             self._wire_names, wire.shared_of(source_views), seed=self._seed, round_idx=round_idx,
@@ -303,6 +312,14 @@ class FederatedAveraging(Callback):
                 algorithm.on_client_start(self._client)
             if wire.local:
                 torch._foreach_copy_(wire.local_of(self._start_views), wire.local_of(state.module_float))
+
+    def _older_start_weights(self, round_idx: int, client_id: int) -> torch.Tensor | None:
+        """An older global model an algorithm says this client downloaded (FedBuff), else ``None``."""
+        for algorithm in self._algorithms:
+            older = algorithm.client_start_weights(round_idx, client_id)
+            if older is not None:
+                return older
+        return None
 
     @torch.no_grad()
     def _finish_client(self, client_id: int) -> None:

@@ -11,14 +11,16 @@ from typing_extensions import override
 from lightning_fl.callbacks.algorithm import FederatedAlgorithm, RoundContext
 from lightning_fl.callbacks.fedprox import FedProx
 from lightning_fl.callbacks.malicious import MaliciousClients
+from lightning_fl.callbacks.simulated_devices import SimulatedDevices
 from lightning_fl.exceptions import FederatedConfigError
 from lightning_fl.nn.dropout_groups import DropoutGroup, find_dropout_groups
 from lightning_fl.nn.submodel import SubmodelPlan, module_tensors
 from lightning_fl.server.flat import FlatState
 from lightning_fl.server.submodels import ClientSubmodels, Per
 
-# Algorithms whose client-side work does not depend on the shapes of the model's tensors.
-_COMPATIBLE = (FedProx, MaliciousClients)
+# Algorithms whose client-side work does not depend on the shapes of the model's tensors (the simulated devices
+# count the submodel's FLOPs and bytes).
+_COMPATIBLE = (FedProx, MaliciousClients, SimulatedDevices)
 
 
 class FederatedDropout(FederatedAlgorithm):
@@ -76,7 +78,8 @@ class FederatedDropout(FederatedAlgorithm):
             if isinstance(callback, FederatedAlgorithm) and not isinstance(callback, (FederatedDropout, *_COMPATIBLE)):
                 raise FederatedConfigError(
                     f"FederatedDropout cannot be combined with {type(callback).__name__}: it keeps or changes "
-                    "full-size per-tensor state while clients hold submodels. Compatible: FedProx, MaliciousClients"
+                    "full-size per-tensor state while clients hold submodels. Compatible: FedProx, MaliciousClients, "
+                    "SystemsSimulation, FedBuff"
                 )
         for direction in (self.fedavg.downlink, self.fedavg.uplink):
             if direction.codec.stateful:

@@ -20,7 +20,7 @@ from lightning_fl.datamodules.partitioners import (
     QuantitySkewPartitioner,
     ShardPartitioner,
 )
-from lightning_fl.datamodules.plan import RoundPlan, build_round_plan, sample_clients
+from lightning_fl.datamodules.plan import Participation, RoundPlan, build_round_plan, sample_clients
 
 __all__ = [
     "DatasetSource",
@@ -32,6 +32,7 @@ __all__ = [
     "InMemoryDataset",
     "LeafDataset",
     "NaturalPartitioner",
+    "Participation",
     "Partitioner",
     "QuantitySkewPartitioner",
     "RoundPlan",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ from lightning_fl.datamodules.partitioners.base import Partitioner
 from lightning_fl.datamodules.plan import (
     CLIENT_SAMPLING_MODES,
     ClientSampling,
+    Participation,
     RoundPlan,
     build_round_plan,
 )
@@ -127,6 +129,10 @@ class FederatedDataModule(pl.LightningDataModule):
         #: Run every client on rank ``client_id % world_size`` (set by callbacks that keep per-client state on a
         #: rank); otherwise clients are balanced over ranks each round.
         self.pin_clients_to_ranks = False
+        #: ``participation(round_idx) -> Participation``: installed by callbacks that decide who trains and for how
+        #: many batches (simulated devices, deadlines, asynchronous buffers); called once per planned round, on
+        #: every rank, and must answer identically on every rank. ``None``: sample ``clients_per_round`` clients.
+        self.participation: Callable[[int], Participation] | None = None
 
     # ------------------------------------------------------------------ setup
     @override
@@ -212,6 +218,7 @@ class FederatedDataModule(pl.LightningDataModule):
             world_size=world_size,
             rank=rank,
             pin_clients=self.pin_clients_to_ranks,
+            participation=self.participation(round_idx) if self.participation is not None else None,
         )
 
     # ------------------------------------------------------------------ loaders

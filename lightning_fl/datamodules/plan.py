@@ -81,6 +81,26 @@ def assign_to_ranks(work: np.ndarray, world_size: int) -> list[list[int]]:
 
 
 @dataclass(frozen=True)
+class Participation:
+    """Who trains in a round and how many batches each, as decided by a participation hook (simulated devices,
+    deadlines, asynchronous buffers) instead of :func:`sample_clients`.
+
+    Attributes:
+        clients: Client ids that train this round, sorted, without repeats (may be empty: the round then runs one
+            padding batch per rank and the server keeps the global model).
+        num_batches: For every client in ``clients``, how many of its batches it runs (a prefix of its local
+            epochs' batches, at least 1); ``None`` runs all of them.
+
+    Example:
+        >>> Participation(np.array([1, 4]), np.array([2, 5])).clients.tolist()
+        [1, 4]
+    """
+
+    clients: np.ndarray
+    num_batches: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
 class RoundPlan:
     """One rank's view of one round.
 
@@ -151,6 +171,7 @@ def build_round_plan(
     world_size: int,
     rank: int,
     pin_clients: bool = False,
+    participation: Participation | None = None,
 ) -> RoundPlan:
     """Sample the round's clients, spread them over ranks and list this rank's batches.
 
@@ -159,28 +180,38 @@ def build_round_plan(
     client. Ranks with less work are padded with copies of a real batch of the round (their effect is discarded
     by the server callback) so that every rank runs the same number of batches: Lightning runs a collective in
     every training batch.
+
+    A ``participation`` (from a hook such as :class:`~lightning_fl.callbacks.SystemsSimulation`) replaces the
+    sampling: its clients train, each for its first ``num_batches`` batches. With no client at all every rank runs
+    one padding batch, so the server callback still closes the round.
     """
     sizes = np.array([len(ix) for ix in client_indices], dtype=np.int64)
-    clients = sample_clients(round_idx, sizes, clients_per_round, client_sampling, seed)
-    work = np.array([num_client_batches(int(sizes[c]), batch_size, local_epochs) for c in clients])
+    if participation is None:
+        clients = sample_clients(round_idx, sizes, clients_per_round, client_sampling, seed)
+        work = np.array([num_client_batches(int(sizes[c]), batch_size, local_epochs) for c in clients])
+    else:
+        clients, work = _checked_participation(participation, sizes, batch_size, local_epochs)
     if pin_clients:
         per_rank = [[pos for pos, c in enumerate(clients) if c % world_size == r] for r in range(world_size)]
     else:
         per_rank = assign_to_ranks(work, world_size)
     total = max(int(work[pos].sum()) for pos in [np.array(p, dtype=np.int64) for p in per_rank])
+    total = max(total, 1)  # a round without clients still runs one (padding) batch per rank
     rank_clients = [int(clients[pos]) for pos in per_rank[rank]]
+    caps = dict(zip(clients.tolist(), work.tolist(), strict=True))
     batches: list[np.ndarray] = []
     batch_client: list[int] = []
     first: list[bool] = []
     last: list[bool] = []
     for client_id in rank_clients:
         own = client_batches(client_indices[client_id], batch_size, local_epochs, shuffle, seed, round_idx, client_id)
+        own = own[: caps[client_id]]
         batches.extend(own)
         batch_client.extend([client_id] * len(own))
         first.extend([True] + [False] * (len(own) - 1))
         last.extend([False] * (len(own) - 1) + [True])
     if len(batches) < total:
-        filler = client_indices[int(clients[0])][:batch_size]
+        filler = client_indices[int(clients[0]) if len(clients) else 0][:batch_size]
         pad = total - len(batches)
         batches.extend([filler] * pad)
         batch_client.extend([-1] * pad)
@@ -195,3 +226,25 @@ def build_round_plan(
         first=np.array(first, dtype=bool),
         last=np.array(last, dtype=bool),
     )
+
+
+def _checked_participation(
+    participation: Participation, sizes: np.ndarray, batch_size: int, local_epochs: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The participation's clients and their batch counts, checked against the partition."""
+    clients = np.asarray(participation.clients, dtype=np.int64).reshape(-1)
+    if len(clients) and (clients.min() < 0 or clients.max() >= len(sizes) or np.any(np.diff(clients) <= 0)):
+        raise FederatedConfigError(
+            f"participation.clients must be sorted, distinct client ids in [0, {len(sizes) - 1}], "
+            f"got {clients.tolist()}"
+        )
+    full = np.array([num_client_batches(int(sizes[c]), batch_size, local_epochs) for c in clients], dtype=np.int64)
+    if participation.num_batches is None:
+        return clients, full
+    work = np.asarray(participation.num_batches, dtype=np.int64).reshape(-1)
+    if len(work) != len(clients) or np.any(work < 1) or np.any(work > full):
+        raise FederatedConfigError(
+            f"participation.num_batches must give every client between 1 and its batch count {full.tolist()}, "
+            f"got {work.tolist()}"
+        )
+    return clients, work

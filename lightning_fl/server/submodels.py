@@ -114,6 +114,12 @@ class ClientSubmodels:
         out.zero_().index_copy_(0, index, small)
         coverage.zero_().index_fill_(0, index, 1.0)
 
+    @property
+    def kept(self) -> list[torch.Tensor]:
+        """The kept units of every group of the client last selected."""
+        assert self._kept is not None, "select() a client first"
+        return self._kept
+
     def shrink(self) -> None:
         """Make the module the submodel last selected (values are written by the caller)."""
         assert self._kept is not None, "select() a client before shrinking the module"

@@ -20,6 +20,7 @@ from lightning_fl import (
     FederatedDropout,
     FedProx,
     Scaffold,
+    SystemsSimulation,
 )
 from lightning_fl.codecs import (
     Chain,
@@ -238,3 +239,20 @@ def test_two_processes_equal_plain_torch_federated_dropout(tiny_data):
     expected = plain_torch_federated_dropout(reference, dm, "client", "selected", downlink_fp16=True)
     for name, tensor in model.net.state_dict().items():
         torch.testing.assert_close(tensor, expected[name], rtol=1e-5, atol=1e-5, msg=name)
+
+
+def test_simulated_devices_count_the_submodels_flops_and_bytes(tiny_data):
+    runs = {}
+    for keep in (1.0, 0.5):
+        torch.manual_seed(0)
+        systems = SystemsSimulation(profiles="phones", failures=False)
+        fedavg = FederatedAveraging()
+        callbacks = [systems, fedavg] + ([FederatedDropout(keep=keep)] if keep < 1 else [])
+        pl.Trainer(**quiet_trainer_kwargs(max_epochs=2, callbacks=callbacks)).fit(TinyClassifier(),
+                                                                               datamodule=make_dm(tiny_data))
+        runs[keep] = systems, fedavg
+    (full, full_avg), (small, small_avg) = runs[1.0], runs[0.5]
+    # Linear(6, 16) and Linear(16, 3) both touch the input or the output: FLOPs and bytes about halve
+    assert small.flops_per_sample / full.flops_per_sample == pytest.approx(0.5, abs=0.06)
+    assert small_avg.history[0]["fl/energy_joules"] < full_avg.history[0]["fl/energy_joules"]
+    assert small.payload_estimate[0] < 0.6 * full.payload_estimate[0]
