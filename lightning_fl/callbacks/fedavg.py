@@ -30,10 +30,11 @@ from lightning_fl.exceptions import FederatedConfigError, FederatedRuntimeError
 from lightning_fl.seeding import derive_seed
 from lightning_fl.server.aggregator import Aggregator, WeightedMeanAggregator
 from lightning_fl.server.codec_state import gather_codec_state
+from lightning_fl.server.exchange import ClientExchange
 from lightning_fl.server.flat import FlatState
 from lightning_fl.server.link import Link
 from lightning_fl.server.optimizers import ServerOptimizer, ServerSGD
-from lightning_fl.server.submodels import SEED_BYTES, ClientSubmodels
+from lightning_fl.server.submodels import ClientSubmodels
 from lightning_fl.server.wire import WireSelection
 
 Aggregation = Literal["selected", "all"]
@@ -134,29 +135,15 @@ class FederatedAveraging(Callback):
         self._names = [s.name for s in state.float_specs]
         self._int_names = [s.name for s in state.int_specs]
         self._sub = self._find_submodels(pl_module, state)
-        # what a client holds: the global layout, or the smaller layout of a submodel (Federated Dropout)
-        layout = state if self._sub is None else self._sub.layout
-        self._start, self._start_views = layout.new_flat()
-        self._delta, self._delta_views = layout.new_flat()
-        self._received, self._received_views = layout.new_flat()
-        if self._sub is not None:
-            self._cut, self._cut_views = layout.new_flat()
-            self._full_update = torch.zeros_like(state.flat)
-            self._coverage = torch.zeros_like(state.flat)
         self._agg = self.aggregator
         self._agg.bind(state.numel, state.device, extra_numel=state.int_numel + 4, per_coordinate=self._sub is not None)
         local = frozenset(n for a in self._algorithms for n in a.local_tensor_names(pl_module, state))
-        wire = self._wire = WireSelection(state, local)
-        self._wire_names = wire.shared_of(self._names)
-        self._down_codecs = self.downlink.codecs_for(self._wire_names, wire.shared_of(self._start_views))
-        self._up_codecs = self.uplink.codecs_for(self._wire_names, wire.shared_of(self._start_views))
-        for i, name in enumerate(self._wire_names):
-            for algorithm in self._algorithms:
-                own = algorithm.uplink_codec_for(name)
-                self._up_codecs[i] = own if own is not None else self._up_codecs[i]
-        tensors = wire.shared_of(state.views) + wire.shared_int_of(state.int_views)
-        self._dense_bytes = self.uplink.dense_bytes(self._wire_names + wire.shared_int_of(self._int_names), tensors)
-        self._int_bytes = sum(self.uplink.raw.encode(t, 0).nbytes for t in wire.shared_int_of(state.int_views))
+        wire = WireSelection(state, local)
+        own_codecs = [
+            next((c for a in self._algorithms if (c := a.uplink_codec_for(name)) is not None), None)
+            for name in wire.shared_of(self._names)
+        ]
+        self._exchange = ClientExchange(state, wire, self.downlink, self.uplink, own_codecs, self._sub, self._seed)
         if self._pending is not None:
             self._apply_loaded_state(self._pending, state.device)
             self._pending = None
@@ -269,7 +256,7 @@ class FederatedAveraging(Callback):
         pairs = [
             (tensor, start)
             for spec, tensor, start in zip(
-                self._state.float_specs, self._state.module_float, self._start_views_active, strict=True
+                self._state.float_specs, self._state.module_float, self._exchange.start_views, strict=True
             )
             if spec.is_parameter
         ]
@@ -282,27 +269,9 @@ class FederatedAveraging(Callback):
         assert state is not None
         self.current_client = client_id
         round_idx = self._plan.round_idx
-        wire = self._wire
-        source, source_views = state.flat, state.views
-        older = self._older_start_weights(round_idx, client_id)
-        if older is not None:  # an older model version this client downloaded (asynchronous training)
-            source, source_views = older, state.make_views(older)
-        if self._sub is not None:  # cut the client's submodel out of the model it downloads
-            self._sub_index = self._sub.select(round_idx, client_id)
-            self._sub.gather(source, self._sub_index, self._cut)
-            source, source_views = self._cut, self._cut_views
-        nbytes, received = self.downlink.send(
-            self._wire_names, wire.shared_of(source_views), seed=self._seed, round_idx=round_idx,
-            client_id=client_id, codecs=self._down_codecs,
-        )
-        nbytes += self._int_bytes + (SEED_BYTES if self._sub is not None else 0)
-        self._round_bytes[0] += nbytes
-        self._start_active, self._start_views_active = wire.client_start(
-            source, source_views, received, self.downlink.lossless, self._start, self._start_views
-        )
-        if self._sub is not None:
-            self._sub.shrink()
-        state.write_module(self._start_views_active)
+        older = next((w for a in self._algorithms if (w := a.client_start_weights(round_idx, client_id)) is not None),
+                     None)  # an older model version this client downloaded (asynchronous training)
+        self._round_bytes[0] += self._exchange.download(round_idx, client_id, older)
         for optimizer in trainer.optimizers:
             optimizer.state.clear()
         seed_client(derive_seed(self._seed, "client", round_idx, client_id), state.device)
@@ -310,59 +279,30 @@ class FederatedAveraging(Callback):
             self._client = ClientContext(round_idx, client_id, int(self._dm.client_sizes[client_id]))
             for algorithm in self._algorithms:
                 algorithm.on_client_start(self._client)
-            if wire.local:
-                torch._foreach_copy_(wire.local_of(self._start_views), wire.local_of(state.module_float))
-
-    def _older_start_weights(self, round_idx: int, client_id: int) -> torch.Tensor | None:
-        """An older global model an algorithm says this client downloaded (FedBuff), else ``None``."""
-        for algorithm in self._algorithms:
-            older = algorithm.client_start_weights(round_idx, client_id)
-            if older is not None:
-                return older
-        return None
+            self._exchange.keep_local_start()
 
     @torch.no_grad()
     def _finish_client(self, client_id: int) -> None:
-        state = self._state
-        assert state is not None
-        state.module_minus(self._start_views_active, self._delta_views)
-        self._wire.zero_local(self._delta_views)
+        exchange = self._exchange
+        delta, views = exchange.update()
         # One reduction instead of an elementwise isfinite (100x cheaper): NaN and Inf entries make the sum
         # non-finite; so would finite entries whose sum overflows float32, which no sane update has.
-        if not bool(torch.isfinite(self._delta.sum())):
+        if not bool(torch.isfinite(delta.sum())):
             self._reject(client_id)
             return
         weight = float(self._dm.client_sizes[client_id])
         if self._algorithms:
             for algorithm in self._algorithms:
-                algorithm.on_client_update(self._client, self._delta, self._delta_views)
+                algorithm.on_client_update(self._client, delta, views)
             for algorithm in self._algorithms:
                 weight = algorithm.client_weight(self._client, weight)
-        nbytes, received = self.uplink.send(
-            self._wire_names, self._wire.shared_of(self._delta_views), seed=self._seed,
-            round_idx=self._plan.round_idx, client_id=client_id, codecs=self._up_codecs,
-        )
-        int_delta = None
-        if state.int_numel:
-            int_delta = state.module_int_minus_global()
-            self._wire.zero_local_int(int_delta)
-            int_delta = int_delta.to(torch.float64)
-        nbytes += self._int_bytes
+        nbytes, update, coverage = exchange.upload(self._plan.round_idx, client_id)
         self._round_bytes[1] += nbytes
         self._round_senders += 1
-        if self.uplink.lossless:
-            update = self._delta
-        else:
-            torch._foreach_copy_(self._wire.shared_of(self._received_views), received)
-            update = self._received
-            if not bool(torch.isfinite(update.sum())):  # a codec that decoded to garbage (e.g. fp16 overflow)
-                self._reject(client_id)
-                return
-        coverage = None
-        if self._sub is not None:  # back to full size; the coverage says which coordinates this client held
-            self._sub.scatter(update, self._sub_index, self._full_update, self._coverage)
-            update, coverage = self._full_update, self._coverage
-        self._agg.update(update, weight, extra=int_delta, coverage=coverage)
+        if update is None:
+            self._reject(client_id)
+            return
+        self._agg.update(update, weight, extra=exchange.int_increments(), coverage=coverage)
         self.current_client = None
 
     def _reject(self, client_id: int) -> None:
@@ -425,8 +365,8 @@ class FederatedAveraging(Callback):
             downlink_bytes=down_bytes,
             uplink_bytes_total=self.uplink_bytes_total,
             downlink_bytes_total=self.downlink_bytes_total,
-            downlink_dense_bytes=self._dense_bytes * len(self._plan.clients),
-            uplink_dense_bytes=self._dense_bytes * senders,
+            downlink_dense_bytes=self._exchange.dense_bytes * len(self._plan.clients),
+            uplink_dense_bytes=self._exchange.dense_bytes * senders,
             rejected_updates=rejected,
             round_seconds=time.perf_counter() - self._round_start_time,
         )
