@@ -53,7 +53,8 @@ class FedBuff(SimulatedDevices):
         staleness: ``"constant"``, ``"sqrt"`` or ``"polynomial"``.
         staleness_exponent: ``a`` of the polynomial rule, > 0.
         profiles: As in :class:`SystemsSimulation`.
-        flops_per_sample: Training FLOPs per sample; ``None`` counts them once at fit start.
+        flops_per_sample: Training FLOPs per sample; ``None`` counts them once before the first round (on a
+            client's submodel under Federated Dropout).
         seed: Seed of the draws and jitter; ``None`` takes the server callback's (else the data module's).
 
     Example:

@@ -24,16 +24,17 @@ from lightning_fl.systems.profiles import ClientProfiles, resolve_profiles
 class SimulatedDevices(FederatedAlgorithm, ABC):
     """Base of callbacks that simulate client devices and decide, before a round trains, who takes part.
 
-    At fit start it resolves the profiles (a preset drawn from ``derive_seed(seed, "profiles", field)``, a file or
-    a :class:`ClientProfiles`), counts the module's training FLOPs per sample once (one ``training_step`` and
-    ``backward`` on a batch of client 0, under ``torch.utils.flop_counter``; the module is left untouched) unless
-    ``flops_per_sample`` is given, and installs :meth:`participation` as the data module's participation hook.
+    It installs :meth:`participation` as the data module's participation hook, resolves the profiles at fit start
+    (a preset drawn from ``derive_seed(seed, "profiles", field)``, a file or a :class:`ClientProfiles`) and, unless
+    ``flops_per_sample`` is given, counts what a client trains once before the first round: one ``training_step``
+    and ``backward`` on a batch of client 0 under ``torch.utils.flop_counter``, on the submodel a client holds when
+    Federated Dropout shrinks it (the module is left untouched).
 
     Payload bytes for the clock: decisions are taken before a round trains, so they use an estimate per client and
-    direction: for the first round, the bytes of the initial global model sent through copies of the server
-    callback's downlink and uplink links (exact for codecs whose payload size depends only on the shapes); later,
-    the mean payload per client measured by the server callback in the previous round (``fl/downlink_bytes`` per
-    client that trained, ``fl/uplink_bytes`` per update aggregated).
+    direction: for the first round, the bytes of the initial global model (a client's submodel under Federated
+    Dropout) sent through copies of the server callback's downlink and uplink links (exact for codecs whose payload
+    size depends only on the shapes); later, the mean payload per client measured by the server callback in the
+    previous round (``fl/downlink_bytes`` per client that trained, ``fl/uplink_bytes`` per update aggregated).
 
     Subclasses implement :meth:`schedule` (the round's participation) and report their metrics.
     """

@@ -77,7 +77,8 @@ class SystemsSimulation(SimulatedDevices):
         selection: ``"random"`` or ``"capable"`` (needs a deadline).
         failures: Simulate the profiles' failure probabilities.
         fednova: Normalize updates by local steps (FedNova).
-        flops_per_sample: Training FLOPs per sample; ``None`` counts them once at fit start.
+        flops_per_sample: Training FLOPs per sample; ``None`` counts them once before the first round (on a
+            client's submodel under Federated Dropout).
         seed: Seed of the simulation; ``None`` takes the server callback's (else the data module's).
 
     Raises:
