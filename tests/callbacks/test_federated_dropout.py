@@ -256,3 +256,14 @@ def test_simulated_devices_count_the_submodels_flops_and_bytes(tiny_data):
     assert small.flops_per_sample / full.flops_per_sample == pytest.approx(0.5, abs=0.06)
     assert small_avg.history[0]["fl/energy_joules"] < full_avg.history[0]["fl/energy_joules"]
     assert small.payload_estimate[0] < 0.6 * full.payload_estimate[0]
+
+
+def test_frozen_parameters_in_a_group_are_cut_with_the_rest(tiny_data):
+    torch.manual_seed(0)
+    model = TinyClassifier()
+    model.net[0].bias.requires_grad_(False)  # not federated state, but its rows must shrink with the layer
+    frozen = model.net[0].bias.detach().clone()
+    callbacks = [FederatedAveraging(), FederatedDropout(keep=0.5)]
+    pl.Trainer(**quiet_trainer_kwargs(max_epochs=2, callbacks=callbacks)).fit(model, datamodule=make_dm(tiny_data))
+    assert model.net[0].bias.shape == (16,) and torch.equal(model.net[0].bias, frozen)
+    assert callbacks[0].history[-1]["fl/submodel_fraction"] < 0.6
