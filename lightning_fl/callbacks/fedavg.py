@@ -151,7 +151,8 @@ class FederatedAveraging(Callback):
         for algorithm in self._algorithms:
             algorithm.on_federated_fit_start(context)
         if self.downlink.codec.name != "Identity" or self.uplink.codec.name != "Identity":
-            table = self.policy.describe(dict(zip(self._names, state.views, strict=True)))
+            # the codecs see the tensors as the clients hold them (smaller under Federated Dropout)
+            table = self.policy.describe(dict(zip(self._names, self._exchange.client_shaped, strict=True)))
             rank_zero_info(f"downlink {self.downlink.codec!r}, uplink {self.uplink.codec!r}; per tensor:\n{table}")
 
     def _find_submodels(self, pl_module: "pl.LightningModule", state: FlatState) -> ClientSubmodels | None:

@@ -68,6 +68,8 @@ class ClientExchange:
         #: Bytes of the whole shared model as raw float32: the reference of the compression ratios.
         self.dense_bytes = uplink.dense_bytes(self.names + int_names, wire.shared_of(state.views) + ints)
         self.start_views: list[torch.Tensor] = self._start_views
+        #: One tensor per state tensor, shaped as a client holds it (a submodel's shapes under Federated Dropout).
+        self.client_shaped: list[torch.Tensor] = self._start_views
 
     @torch.no_grad()
     def download(self, round_idx: int, client_id: int, older: torch.Tensor | None = None) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 
 import pytest
 import pytorch_lightning as pl
@@ -123,7 +124,8 @@ def test_units_no_client_held_keep_their_values(tiny_data):
     assert not torch.equal(after["2.bias"], before["2.bias"])  # the output layer's bias is always held
 
 
-def test_bytes_are_the_submodel_tensors_through_the_codecs(tiny_data):
+def test_bytes_are_the_submodel_tensors_through_the_codecs(tiny_data, caplog):
+    caplog.set_level(logging.INFO)
     dm = make_dm(tiny_data)
     down = Chain(RandomHadamard(), StochasticQuantizer(bits=4))
     up = Chain(RandomHadamard(), StochasticQuantizer(bits=2))
@@ -131,6 +133,7 @@ def test_bytes_are_the_submodel_tensors_through_the_codecs(tiny_data):
     model = TinyClassifier()
     callbacks = [fedavg, FederatedDropout(keep=KEEP)]
     pl.Trainer(**quiet_trainer_kwargs(max_epochs=2, callbacks=callbacks)).fit(model, datamodule=dm)
+    assert "(8, 6)" in caplog.text and "(16, 6)" not in caplog.text  # the policy reports the submodel's shapes
     small = [torch.zeros(8, 6), torch.zeros(8), torch.zeros(3, 8), torch.zeros(3)]
     per_client_down = sum(down.encode(t, 1).nbytes for t in small) + 8  # + the seed of the kept units
     per_client_up = sum(up.encode(t, 1).nbytes for t in small)
