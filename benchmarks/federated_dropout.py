@@ -126,7 +126,7 @@ def training_flops_per_sample(model: str, keep: float) -> float:
     return float(counter.get_total_flops())
 
 
-SETTINGS = {"local_epochs": 1, "min_numel": 1024}  # set from the command line
+SETTINGS: dict[str, Any] = {"local_epochs": 1, "min_numel": 1024, "raw": []}  # set from the command line
 
 
 def step_milliseconds(model: str, keep: float, batch: int = 16, repeats: int = 60) -> float:
@@ -161,7 +161,8 @@ def run(model: str, rounds: int, seed: int, keep: float, downlink: Codec | None,
                              clients_per_round=10, batch_size=16, local_epochs=SETTINGS["local_epochs"], seed=seed)
     torch.manual_seed(seed)
     module = ClassifierModule(backbone=MODELS[model](), lr=0.05, log_train_loss=False)
-    fedavg = FederatedAveraging(downlink=downlink, uplink=uplink, policy=TensorPolicy(min_numel=SETTINGS["min_numel"]))
+    fedavg = FederatedAveraging(downlink=downlink, uplink=uplink, policy=TensorPolicy(min_numel=SETTINGS["min_numel"],
+                                                                                  exclude=SETTINGS["raw"]))
     clock, val_acc = ClientClock(fedavg), ValAccuracy()
     callbacks: list[pl.Callback] = [clock.before, fedavg, clock.after, val_acc]
     if keep < 1.0:
@@ -217,11 +218,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--local-epochs", type=int, default=1)
     parser.add_argument("--min-numel", type=int, default=1024, help="smaller tensors travel as float32")
+    parser.add_argument("--raw", nargs="*", default=[], help="name patterns that always travel as float32")
     parser.add_argument("--only-pipeline", action="store_true")
     parser.add_argument("--keeps", type=float, nargs="+", default=list(KEEPS))
     parser.add_argument("--no-pipeline", action="store_true")
     args = parser.parse_args()
-    SETTINGS.update(local_epochs=args.local_epochs, min_numel=args.min_numel)
+    SETTINGS.update(local_epochs=args.local_epochs, min_numel=args.min_numel, raw=args.raw)
     if args.quick:
         args.rounds, args.seeds = 30, 1
     torch.set_num_threads(args.threads)
