@@ -29,6 +29,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from caldas_grid import ValAccuracy  # the same val/acc recorder (this script's folder is on the path)
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -100,15 +101,6 @@ class ClientClock:
                     clock._round += time.perf_counter() - clock._start
 
         self.before, self.after = Before(), After()
-
-
-class ValAccuracy(pl.Callback):
-    def __init__(self) -> None:
-        self.values: list[float] = []
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.sanity_checking:
-            self.values.append(float(trainer.callback_metrics["val/acc"]))
 
 
 def training_flops_per_sample(model: str, keep: float) -> float:

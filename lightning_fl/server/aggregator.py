@@ -117,8 +117,9 @@ class Aggregator(ABC):
         """Keep one update."""
 
     def _add_coverage(self, coverage: torch.Tensor, weight: float) -> None:
-        """Keep which coordinates a client held (only aggregators with ``supports_coverage``)."""
-        raise NotImplementedError
+        """Keep which coordinates a client held. Aggregators with ``supports_coverage`` override this; the others
+        refuse ``per_coordinate`` in :meth:`bind`, so an update never brings them a coverage."""
+        raise FederatedRuntimeError(f"{type(self).__name__} does not keep per-coordinate weights")
 
     @abstractmethod
     def _sync(self) -> None:
