@@ -14,6 +14,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 
 from lightning_fl import (
+    FedBuff,
     FederatedAveraging,
     FederatedConfigError,
     FederatedDataModule,
@@ -270,3 +271,16 @@ def test_frozen_parameters_in_a_group_are_cut_with_the_rest(tiny_data):
     pl.Trainer(**quiet_trainer_kwargs(max_epochs=2, callbacks=callbacks)).fit(model, datamodule=make_dm(tiny_data))
     assert model.net[0].bias.shape == (16,) and torch.equal(model.net[0].bias, frozen)
     assert callbacks[0].history[-1]["fl/submodel_fraction"] < 0.6
+
+
+def test_fedbuff_cuts_submodels_from_the_stale_versions_clients_downloaded(tiny_data):
+    torch.manual_seed(0)
+    model = TinyClassifier()
+    fedavg = FederatedAveraging()
+    callbacks = [fedavg, FedBuff(buffer_size=2, concurrency=4, profiles="phones"), FederatedDropout(keep=0.5)]
+    dm = FederatedDataModule(*tiny_data, partitioner=IIDPartitioner(num_clients=6, seed=0), clients_per_round=3,
+                             batch_size=5, seed=3)
+    pl.Trainer(**quiet_trainer_kwargs(max_epochs=4, callbacks=callbacks)).fit(model, datamodule=dm)
+    assert max(h["fl/staleness_max"] for h in fedavg.history) >= 1  # some clients trained from older versions
+    assert model.net[0].weight.shape == (16, 6) and torch.isfinite(model.net[0].weight).all()
+    assert all(h["fl/submodel_fraction"] < 0.6 for h in fedavg.history)
