@@ -58,10 +58,12 @@ class BatchNormGuard:
         self.batch_size = batch_size
         self.where = where
         self._seen: set[str] = set()
+        # Without a client that leaves a batch of one sample no such batch exists (padding batches copy a client's
+        # first batch): the module then runs without hooks.
         self._handles: list[RemovableHandle] = [
             layer.register_forward_pre_hook(self._hook(name))
             for name, layer in module.named_modules()
-            if isinstance(layer, _BatchNorm)
+            if isinstance(layer, _BatchNorm) and self.lone
         ]
 
     def __bool__(self) -> bool:

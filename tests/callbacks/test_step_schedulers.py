@@ -11,7 +11,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from conftest import quiet_trainer_kwargs
-from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.demos.boring_classes import BoringModel, RandomDataset
 
 from lightning_fl import FederatedAveraging, FederatedDataModule, FederatedDDPStrategy
@@ -59,7 +59,7 @@ def make_dm(cls: type[FederatedDataModule] = FederatedDataModule, **kwargs: Any)
     torch.manual_seed(0)
     return cls(RandomDataset(32, 120), RandomDataset(32, 16),
                                partitioner=QuantitySkewPartitioner(num_clients=6, sigma=1.0, seed=1),
-                               clients_per_round=3, batch_size=4, seed=3, **kwargs)
+                               clients_per_round=3, batch_size=4, seed=1, **kwargs)
 
 
 def fit(model: pl.LightningModule, dm: FederatedDataModule, **kwargs: Any) -> RecordLR:
@@ -89,6 +89,8 @@ def test_one_cycle_over_estimated_stepping_batches_completes_with_unequal_client
     steps = dm.max_client_steps
     sizes = dm.client_sizes
     assert int(sizes.max()) > 2 * int(sizes.min())  # clients differ in size: rounds differ in length
+    # round 0 is the shortest: Lightning's estimate (round 0's batches x rounds) ran out in round 3 ("Tried to step")
+    assert dm.plan_round(0).num_batches < min(dm.plan_round(r).num_batches for r in range(1, ROUNDS))
     assert model.estimate == ROUNDS * steps
     expected = reference_lrs(ROUNDS * steps)
     assert {r for r, _ in record.lrs} == set(range(ROUNDS))
@@ -154,3 +156,34 @@ def test_one_cycle_gives_the_same_model_on_one_and_two_devices():
     fit(two, make_dm(), devices=2, strategy=FederatedDDPStrategy(start_method="spawn"))
     for (name, a), b in zip(one.state_dict().items(), two.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
+class StopAfterRound(Callback):
+    def __init__(self, round_idx: int) -> None:
+        self.round_idx = round_idx
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch == self.round_idx:
+            trainer.should_stop = True
+
+
+def test_resume_continues_the_schedule_where_the_checkpoint_left_it(tmp_path):
+    def run(name: str, extra: list[Callback], ckpt_path: str | None = None) -> tuple[OneCycleBoring, RecordLR]:
+        torch.manual_seed(0)
+        model = OneCycleBoring()
+        fedavg = FederatedAveraging()
+        record = RecordLR(fedavg)
+        checkpoint = ModelCheckpoint(dirpath=tmp_path / name, every_n_epochs=1, save_top_k=-1, filename="round{epoch}",
+                                     auto_insert_metric_name=False)
+        trainer = pl.Trainer(**quiet_trainer_kwargs(max_epochs=ROUNDS, enable_checkpointing=True,
+                                                    callbacks=[fedavg, record, checkpoint, *extra]))
+        trainer.fit(model, datamodule=make_dm(), ckpt_path=ckpt_path)
+        return model, record
+
+    full, full_record = run("full", [])
+    run("part", [StopAfterRound(1)])
+    assert sorted(p.name for p in (tmp_path / "part").iterdir()) == ["round0.ckpt", "round1.ckpt"]
+    resumed, resumed_record = run("resumed", [], ckpt_path=str(tmp_path / "part" / "round1.ckpt"))
+    assert resumed_record.lrs == {k: v for k, v in full_record.lrs.items() if k[0] >= 2}
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
