@@ -26,11 +26,6 @@ from lightning_fl.exceptions import FederatedConfigError
 from lightning_fl.seeding import derive_seed
 
 
-def dataset_targets(dataset: Dataset, label_fn: LabelFn | None = None) -> np.ndarray:
-    """Integer labels of every sample (see :func:`lightning_fl.datamodules.labels.dataset_labels`)."""
-    return dataset_labels(dataset, label_fn)
-
-
 class FederatedDataModule(pl.LightningDataModule):
     """Partitions a training set across clients and yields, for round ``trainer.current_epoch``, the batches of
     that round's sampled clients on this rank, one client after another.

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from conftest import make_tiny_data, quiet_trainer_kwargs
 from torch import nn
 
-from lightning_fl import FederatedAveraging, FederatedDataModule, FederatedDDPStrategy
+from lightning_fl import FederatedAveraging, FederatedDataModule
 from lightning_fl.callbacks.lazy import lazy_tensor_names
 from lightning_fl.datamodules import IIDPartitioner
 from lightning_fl.exceptions import FederatedConfigError
@@ -90,15 +90,3 @@ def test_a_lazy_layer_the_dry_run_cannot_reach_gets_a_clear_error():
                                                    r"materialised .*example_input_array"):
         fit(LazyClassifier(lazy_only_in_validation=True))
 
-
-@pytest.mark.slow
-@pytest.mark.distributed
-def test_two_processes_materialise_the_same_weights_as_one():
-    torch.manual_seed(0)
-    one = LazyClassifier()
-    fit(one, rounds=2)
-    torch.manual_seed(0)
-    two = LazyClassifier()
-    fit(two, rounds=2, devices=2, strategy=FederatedDDPStrategy(start_method="spawn"))
-    for (name, a), b in zip(one.state_dict().items(), two.state_dict().values(), strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)

@@ -25,8 +25,10 @@ ROUNDS = 4
 class OneCycleBoring(BoringModel):
     """Lightning's demo module with the scheduler its docs recommend for estimated_stepping_batches."""
 
-    def __init__(self, frequency: int = 1, total_steps: int | None = None) -> None:
+    def __init__(self, frequency: int = 1, total_steps: int | None = None, lazy: bool = False) -> None:
         super().__init__()
+        if lazy:
+            self.layer = torch.nn.Sequential(torch.nn.LazyLinear(4), torch.nn.Linear(4, 2))
         self.frequency = frequency
         self.total_steps = total_steps
         self.estimate: int | float | None = None
@@ -147,12 +149,13 @@ def test_schedulers_that_cannot_follow_the_clock_are_refused(kwargs, match):
 
 @pytest.mark.slow
 @pytest.mark.distributed
-def test_one_cycle_gives_the_same_model_on_one_and_two_devices():
+def test_one_cycle_and_a_lazy_layer_give_the_same_model_on_one_and_two_devices():
+    """Two processes run other clients in another order; the lazy layer is materialised on both and broadcast."""
     torch.manual_seed(0)
-    one = OneCycleBoring()
+    one = OneCycleBoring(lazy=True)
     fit(one, make_dm())
     torch.manual_seed(0)
-    two = OneCycleBoring()
+    two = OneCycleBoring(lazy=True)
     fit(two, make_dm(), devices=2, strategy=FederatedDDPStrategy(start_method="spawn"))
     for (name, a), b in zip(one.state_dict().items(), two.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
