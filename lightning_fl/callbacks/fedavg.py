@@ -137,7 +137,8 @@ class FederatedAveraging(Callback):
         self._seed = dm.seed if self.seed is None else self.seed
         materialize_lazy_modules(trainer, pl_module, dm)
         self._schedules = StepSchedules(trainer, dm.max_client_steps)
-        self._bn_guard = BatchNormGuard(pl_module, dm.client_sizes, dm.batch_size, dm.drop_last, self._where)
+        self._bn_guard = BatchNormGuard(pl_module, dm.client_sizes, dm.batch_size, dm.drop_last,
+                                        lambda: f"round {trainer.current_epoch}, client {self.current_client}")
         extra_global = set().union(*(a.global_tensor_names(pl_module) for a in self._algorithms))
         state = FlatState(pl_module, pl_module.device, extra_names=extra_global)
         self._state = state
@@ -240,10 +241,6 @@ class FederatedAveraging(Callback):
         remove_stepping_estimate(trainer)
         if self._bn_guard is not None:
             self._bn_guard.remove()
-
-    def _where(self) -> str:
-        plan = getattr(self, "_plan", None)
-        return f"round {plan.round_idx}, client {self.current_client}" if plan is not None else "before round 0"
 
     # ------------------------------------------------------------------ for algorithm callbacks
     @property

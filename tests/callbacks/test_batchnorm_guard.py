@@ -14,6 +14,7 @@ from torch import nn
 from torchvision.models import resnet18
 
 from lightning_fl import FederatedAveraging, FederatedDataModule
+from lightning_fl.callbacks.batchnorm_guard import BatchNormGuard
 from lightning_fl.datamodules import InMemoryDataset, NaturalPartitioner
 from lightning_fl.exceptions import FederatedConfigError
 
@@ -80,3 +81,17 @@ def test_batchnorm_over_spatial_maps_accepts_a_batch_of_one():
     """Several values per channel: torch computes statistics from one image, and nothing is refused."""
     module = fit(small_cnn(head_batchnorm=False), make_dm())
     assert all(torch.isfinite(p).all() for p in module.parameters())
+
+
+def test_a_later_one_sample_batch_gets_the_explanation_instead_of_torchs_error():
+    """Inputs of varying length: the first batch gives several values per channel, a later one a single value."""
+    bn = nn.BatchNorm1d(4)
+    guard = BatchNormGuard(bn, np.array([9, 8]), batch_size=8, drop_last=False, where=lambda: "round 3, client 0")
+    bn(torch.randn(8, 4, 5))  # several values per sample and channel: accepted
+    with pytest.raises(FederatedConfigError, match=r"'' received a batch of one sample in training \(round 3, "
+                                                   r"client 0\).*clients \[0\].*drop_last=True"):
+        bn(torch.randn(1, 4, 1))
+    guard.remove()
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel"):  # torch's own, once removed
+        bn(torch.randn(1, 4, 1))
+    assert not BatchNormGuard(bn, np.array([8, 16]), batch_size=8, drop_last=False, where=str)  # nothing to guard
