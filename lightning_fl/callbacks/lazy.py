@@ -4,8 +4,9 @@ A lazy module learns its shapes in its first forward pass. The server callback m
 flat vectors at fit start, before any batch has run, so lazy parameters must exist by then. One dry forward does
 it: on the module's ``example_input_array`` when it has one (Lightning's convention, also used by the model
 summary), otherwise through ``training_step`` on a training batch, stopped as soon as the last lazy module has
-its shapes. Both run under ``torch.no_grad()`` in eval mode, so no BatchNorm statistic, metric or optimizer
-changes. Every rank uses the same input and the weights are then broadcast from rank 0.
+its shapes (before the loss, metric updates and optimizer calls that usually follow; ``self.log`` does nothing
+meanwhile). Both run under ``torch.no_grad()`` in eval mode, so no BatchNorm statistic changes. Every rank uses
+the same input and the weights are then broadcast from rank 0.
 """
 
 from __future__ import annotations
