@@ -20,7 +20,7 @@ from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.cli import LightningCLI
 
 from lightning_fl.callbacks.fedavg import FederatedAveraging
-from lightning_fl.datamodules.federated import FederatedDataModule, dataset_targets
+from lightning_fl.datamodules.federated import FederatedDataModule
 from lightning_fl.datamodules.report import partition_report, plot_partition
 from lightning_fl.exceptions import FederatedConfigError
 from lightning_fl.strategies import FederatedDDPStrategy
@@ -86,8 +86,11 @@ def partition_main(argv: list[str]) -> None:
     instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes
     dm = instantiate(cfg).data
     dm.setup("fit")
-    assert dm.train_dataset is not None
-    labels = dataset_targets(dm.train_dataset)
+    try:
+        labels = dm.train_labels("lightning-fl partition's label histograms")
+    except FederatedConfigError as err:  # no class labels (language-model data): report the client sizes alone
+        labels = None
+        print(f"no label histograms: {err}")
     report = partition_report(dm.client_indices, labels)
     print(report.summary())
     if cfg.plot:

@@ -19,8 +19,11 @@ from lightning_fl.callbacks.algorithm import (
     RoundContext,
     find_algorithms,
 )
+from lightning_fl.callbacks.batchnorm_guard import BatchNormGuard
 from lightning_fl.callbacks.client_seed import seed_client
+from lightning_fl.callbacks.lazy import materialize_lazy_modules
 from lightning_fl.callbacks.round_log import RoundStats
+from lightning_fl.callbacks.schedulers import StepSchedules, install_stepping_estimate, remove_stepping_estimate
 from lightning_fl.callbacks.trainer_checks import check_trainer
 from lightning_fl.codecs.base import Codec
 from lightning_fl.codecs.policy import TensorPolicy
@@ -111,6 +114,8 @@ class FederatedAveraging(Callback):
         self._warned_nonfinite = False
         self._algorithms: list[FederatedAlgorithm] = []
         self._sub: ClientSubmodels | None = None
+        self._schedules: StepSchedules | None = None
+        self._bn_guard: BatchNormGuard | None = None
 
     # ------------------------------------------------------------------ hooks
     @override
@@ -119,6 +124,7 @@ class FederatedAveraging(Callback):
             check_trainer(trainer)
             self._algorithms = find_algorithms(trainer)
             self._pin_stateful_clients(trainer)
+            install_stepping_estimate(trainer, lambda: trainer.datamodule.max_client_steps)  # type: ignore[attr-defined]
             # Rounds are short by design; Lightning would warn every round that they are shorter than
             # log_every_n_steps.
             warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
@@ -129,6 +135,10 @@ class FederatedAveraging(Callback):
         assert isinstance(dm, FederatedDataModule)
         self._dm = dm
         self._seed = dm.seed if self.seed is None else self.seed
+        materialize_lazy_modules(trainer, pl_module, dm)
+        self._schedules = StepSchedules(trainer, dm.max_client_steps)
+        self._bn_guard = BatchNormGuard(pl_module, dm.client_sizes, dm.batch_size, dm.drop_last,
+                                        lambda: f"round {trainer.current_epoch}, client {self.current_client}")
         extra_global = set().union(*(a.global_tensor_names(pl_module) for a in self._algorithms))
         state = FlatState(pl_module, pl_module.device, extra_names=extra_global)
         self._state = state
@@ -182,13 +192,18 @@ class FederatedAveraging(Callback):
         self._round_senders = 0
         self._round_start_time = time.perf_counter()
         self._in_round = True
+        if self._schedules:
+            self._schedules.round_start()
 
     @override
     def on_train_batch_start(
         self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", batch: Any, batch_idx: int
     ) -> None:
-        if self._plan.first[batch_idx]:
-            self._start_client(trainer, int(self._plan.batch_client[batch_idx]))
+        plan = self._plan
+        if self._schedules and (plan.first[batch_idx] or plan.batch_client[batch_idx] < 0):
+            self._schedules.client_start()  # every client, and every padding batch, starts at the round's lr
+        if plan.first[batch_idx]:
+            self._start_client(trainer, int(plan.batch_client[batch_idx]))
 
     @override
     def on_train_batch_end(
@@ -220,6 +235,12 @@ class FederatedAveraging(Callback):
                 f"refusing to checkpoint in the middle of round {trainer.current_epoch}: the module holds a "
                 "client's weights, not the global model. Checkpoint at round ends (ModelCheckpoint(every_n_epochs=1))"
             )
+
+    @override
+    def teardown(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+        remove_stepping_estimate(trainer)
+        if self._bn_guard is not None:
+            self._bn_guard.remove()
 
     # ------------------------------------------------------------------ for algorithm callbacks
     @property
@@ -352,6 +373,8 @@ class FederatedAveraging(Callback):
             )
         if self._sub is not None:
             self._sub.restore()
+        if self._schedules:
+            self._schedules.round_end()
         state.write_module()
         self._in_round = False
         self.current_client = None

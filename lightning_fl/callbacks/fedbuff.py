@@ -151,7 +151,8 @@ class FedBuff(SimulatedDevices):
         """Simulated seconds of one client's round (download, full local work, upload)."""
         dm, cols, (down, up) = self._dm, self.client_profiles.columns, self.payload_estimate or (0.0, 0.0)
         assert dm is not None and self.flops_per_sample is not None
-        samples = float(step_samples(int(dm.client_sizes[client_id]), dm.batch_size, dm.local_epochs).sum())
+        steps = step_samples(int(dm.client_sizes[client_id]), dm.batch_size, dm.local_epochs, dm.drop_last)
+        samples = float(steps.sum())
         z = np.random.default_rng(derive_seed(self._base_seed(dm), "fedbuff", "jitter", draw)).standard_normal()
         speed = cols["flops_per_second"][client_id] * np.exp(cols["speed_jitter"][client_id] * z)
         return float(down / cols["downlink_bytes_per_second"][client_id] + self.flops_per_sample * samples / speed
@@ -186,7 +187,8 @@ class FedBuff(SimulatedDevices):
             self.staleness_counts[t] = self.staleness_counts.get(t, 0) + 1
         cols = self.client_profiles.columns
         ids = np.array([run.client_id for run in self._runs], dtype=np.int64)
-        samples = np.array([step_samples(int(dm.client_sizes[c]), dm.batch_size, dm.local_epochs).sum() for c in ids])
+        samples = np.array([step_samples(int(dm.client_sizes[c]), dm.batch_size, dm.local_epochs, dm.drop_last).sum()
+                            for c in ids])
         energy = float(np.sum(self.flops_per_sample * samples * cols["joules_per_flop"][ids]
                               + (down + up) * cols["joules_per_byte"][ids]))
         seconds = queue.now - self._clock_before

@@ -10,7 +10,6 @@ import torch
 from typing_extensions import override
 
 from lightning_fl.callbacks.algorithm import ClientContext, FederatedAlgorithm, FederatedContext
-from lightning_fl.datamodules.federated import dataset_targets
 from lightning_fl.exceptions import FederatedConfigError
 from lightning_fl.seeding import derive_seed
 
@@ -82,8 +81,8 @@ class MaliciousClients(FederatedAlgorithm):
         chosen = rng.choice(n, size=round(self.fraction * n), replace=False)
         self.clients = frozenset(int(c) for c in chosen)
         if self.attack == "label_flip" and self.num_classes is None:
-            assert context.datamodule.train_dataset is not None
-            self._num_classes = int(dataset_targets(context.datamodule.train_dataset).max()) + 1
+            labels = context.datamodule.train_labels("MaliciousClients(attack='label_flip') without num_classes")
+            self._num_classes = int(labels.max()) + 1
         else:
             self._num_classes = self.num_classes or 0
 

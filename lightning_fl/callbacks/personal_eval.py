@@ -142,7 +142,7 @@ class PersonalizedEvaluation(FederatedAlgorithm):
         assert dm.train_dataset is not None
         optimizer = torch.optim.SGD(params, lr=lr)
         pl_module.train()
-        for batch in make_batch_loader(dm.train_dataset, batches):
+        for batch in make_batch_loader(dm.train_dataset, batches, collate_fn=dm.collate_fn):
             x, y = move_data_to_device(batch, pl_module.device)
             optimizer.zero_grad(set_to_none=True)
             F.cross_entropy(pl_module(x), y).backward()

@@ -152,7 +152,7 @@ class SystemsSimulation(SimulatedDevices):
             sizes=dm.client_sizes, batch_size=dm.batch_size, local_epochs=dm.local_epochs,
             clients_per_round=dm.clients_per_round, client_sampling=dm.client_sampling, sampling_seed=dm.seed,
             flops_per_sample=self.flops_per_sample, downlink_bytes=self.payload_estimate[0],
-            uplink_bytes=self.payload_estimate[1],
+            uplink_bytes=self.payload_estimate[1], drop_last=dm.drop_last,
         )
         schedule = plan_round(round_idx, self._base_seed(dm), self.client_profiles, work, self.rules)
         self.last_schedule = schedule

@@ -7,11 +7,11 @@ from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
-import torch
 from torch.utils.data import Dataset
 from typing_extensions import override
 
 from lightning_fl.datamodules.datasets.base import DatasetSource, Splits
+from lightning_fl.datamodules.labels import LabelFn, dataset_labels
 from lightning_fl.datamodules.loaders import eval_batches, make_batch_loader
 from lightning_fl.datamodules.partitioners.base import Partitioner
 from lightning_fl.datamodules.plan import (
@@ -20,19 +20,10 @@ from lightning_fl.datamodules.plan import (
     Participation,
     RoundPlan,
     build_round_plan,
+    num_client_batches,
 )
 from lightning_fl.exceptions import FederatedConfigError
 from lightning_fl.seeding import derive_seed
-
-
-def dataset_targets(dataset: Dataset) -> np.ndarray:
-    """Integer labels of every sample: the dataset's ``targets`` attribute, or its samples' second element."""
-    targets = getattr(dataset, "targets", None)
-    if targets is None:
-        targets = [int(dataset[i][1]) for i in range(len(dataset))]  # type: ignore[arg-type]
-    if isinstance(targets, torch.Tensor):
-        return targets.cpu().numpy()
-    return np.asarray(targets)
 
 
 class FederatedDataModule(pl.LightningDataModule):
@@ -57,6 +48,17 @@ class FederatedDataModule(pl.LightningDataModule):
         pin_memory: Pin batches in page-locked memory (for GPU training).
         shuffle: Shuffle each client's samples every local epoch (seeded per round, client and epoch).
         seed: Seed of client sampling, shuffling and the local split.
+        drop_last: Drop each local epoch's last batch when it is smaller than ``batch_size`` (needed by
+            BatchNorm when a client's last batch would hold one sample). A client then runs
+            ``local_epochs * (n_k // batch_size)`` batches but keeps its weight ``n_k`` in the average (it holds
+            ``n_k`` samples; shuffling lets every one of them take part over epochs and rounds). Every client needs
+            at least ``batch_size`` samples: setup refuses a partition with a smaller client.
+        collate_fn: How a list of samples becomes a batch in training, validation and test loaders (a padding
+            collator for sequences); ``None`` is PyTorch's default collation (tuples and dicts of tensors).
+        label_fn: A function of one sample (``dataset[i]``) returning its integer class label, for partitioners
+            that need labels (Dirichlet, shards) when the dataset has no ``targets`` attribute and its samples are
+            not ``(input, label)`` pairs (dict samples, language-model data). Partitioners that need no labels
+            (IID, quantity skew, natural) never read any.
 
     Raises:
         FederatedConfigError: On any argument outside its allowed range.
@@ -85,6 +87,9 @@ class FederatedDataModule(pl.LightningDataModule):
         pin_memory: bool = False,
         shuffle: bool = True,
         seed: int = 0,
+        drop_last: bool = False,
+        collate_fn: Callable[[list[Any]], Any] | None = None,
+        label_fn: LabelFn | None = None,
     ) -> None:
         super().__init__()
         _check_int("batch_size", batch_size, 1)
@@ -96,6 +101,11 @@ class FederatedDataModule(pl.LightningDataModule):
             raise FederatedConfigError(
                 f"client_sampling must be one of {CLIENT_SAMPLING_MODES}, got {client_sampling!r}"
             )
+        for name, value in (("collate_fn", collate_fn), ("label_fn", label_fn)):
+            if value is not None and not callable(value):
+                raise FederatedConfigError(f"{name} must be a callable or None, got {type(value).__name__}")
+        if not isinstance(drop_last, bool):
+            raise FederatedConfigError(f"drop_last must be True or False, got {drop_last!r}")
         if not 0.0 <= local_val_fraction < 1.0:
             raise FederatedConfigError(f"local_val_fraction must be in [0, 1), got {local_val_fraction}")
         if partitioner is None:
@@ -121,6 +131,9 @@ class FederatedDataModule(pl.LightningDataModule):
         self.pin_memory = pin_memory
         self.shuffle = shuffle
         self.seed = seed
+        self.drop_last = drop_last
+        self.collate_fn = collate_fn
+        self.label_fn = label_fn
         self.train_dataset: Dataset | None = None
         self.client_indices: list[np.ndarray] = []
         self.client_val_indices: list[np.ndarray] = []
@@ -143,9 +156,9 @@ class FederatedDataModule(pl.LightningDataModule):
         self.train_dataset = splits.train
         self.val_dataset = self.val_dataset if self.val_dataset is not None else splits.val
         self.test_dataset = self.test_dataset if self.test_dataset is not None else splits.test
-        labels = dataset_targets(splits.train)
         groups = getattr(splits.train, "groups", None)
-        parts = self.partitioner.partition(labels, groups)
+        labels = self.train_labels(type(self.partitioner).__name__) if self.partitioner.needs_labels else None
+        parts = self.partitioner.partition(labels, groups, num_samples=len(splits.train))  # type: ignore[arg-type]
         if self.client_sampling != "all" and self.clients_per_round > len(parts):
             raise FederatedConfigError(
                 f"clients_per_round must be in [1, num_clients={len(parts)}], got {self.clients_per_round}"
@@ -157,6 +170,31 @@ class FederatedDataModule(pl.LightningDataModule):
                 f"every client needs at least one training sample; clients {empty[:10]} have none "
                 f"(lower local_val_fraction={self.local_val_fraction} or use fewer clients)"
             )
+        self._check_drop_last()
+
+    def _check_drop_last(self) -> None:
+        """Under ``drop_last`` a client smaller than ``batch_size`` would run no batch at all: refuse it."""
+        if not self.drop_last:
+            return
+        small = [c for c, ix in enumerate(self.client_indices) if len(ix) < self.batch_size]
+        if small:
+            sizes = [len(self.client_indices[c]) for c in small[:10]]
+            raise FederatedConfigError(
+                f"drop_last=True drops every batch smaller than batch_size={self.batch_size}, so clients with fewer "
+                f"samples would never train; clients {small[:10]} have {sizes} samples ({len(small)} clients in all). "
+                "Lower batch_size, give the partitioner a larger min_size, or set drop_last=False"
+            )
+
+    def train_labels(self, needed_by: str = "this partitioner") -> np.ndarray:
+        """Integer class label of every training sample (``label_fn``, the dataset's ``targets``, or the samples'
+        own labels), for partitioners and callbacks that need labels; ``needed_by`` is named in the error.
+
+        Raises:
+            FederatedConfigError: If the labels cannot be found, saying how to provide them.
+        """
+        if self.train_dataset is None:
+            raise FederatedConfigError("train_labels() needs the training set: call setup() first")
+        return dataset_labels(self.train_dataset, self.label_fn, needed_by)
 
     def _load_splits(self) -> Splits:
         source = self.source
@@ -202,6 +240,15 @@ class FederatedDataModule(pl.LightningDataModule):
             self._client_sizes = np.array([len(ix) for ix in self.client_indices], dtype=np.int64)
         return self._client_sizes
 
+    @property
+    def max_client_steps(self) -> int:
+        """Local steps of the largest client in a round (``local_epochs`` passes, ``drop_last`` applied): the
+        length of one round on the clock of step-interval learning-rate schedules (known after ``setup``)."""
+        if not self.client_indices:
+            raise FederatedConfigError("max_client_steps is known only after setup()")
+        largest = int(self.client_sizes.max())
+        return num_client_batches(largest, self.batch_size, self.local_epochs, self.drop_last)
+
     def plan_round(self, round_idx: int, world_size: int = 1, rank: int = 0) -> RoundPlan:
         """The plan of ``round_idx`` as seen by ``rank`` of ``world_size`` (identical inputs on every rank)."""
         if not self.client_indices:
@@ -219,6 +266,7 @@ class FederatedDataModule(pl.LightningDataModule):
             rank=rank,
             pin_clients=self.pin_clients_to_ranks,
             participation=self.participation(round_idx) if self.participation is not None else None,
+            drop_last=self.drop_last,
         )
 
     # ------------------------------------------------------------------ loaders
@@ -229,7 +277,9 @@ class FederatedDataModule(pl.LightningDataModule):
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         self.current_plan = self.plan_round(round_idx, world, rank)
         assert self.train_dataset is not None
-        return make_batch_loader(self.train_dataset, self.current_plan.batches, self.num_workers, self.pin_memory)
+        return make_batch_loader(
+            self.train_dataset, self.current_plan.batches, self.num_workers, self.pin_memory, self.collate_fn
+        )
 
     def _eval_loader(self, dataset: Dataset | None) -> Any:
         if dataset is None:
@@ -237,7 +287,7 @@ class FederatedDataModule(pl.LightningDataModule):
         trainer = self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         batches = eval_batches(len(dataset), self.eval_batch_size, rank, world)  # type: ignore[arg-type]
-        return make_batch_loader(dataset, batches, self.num_workers, self.pin_memory)
+        return make_batch_loader(dataset, batches, self.num_workers, self.pin_memory, self.collate_fn)
 
     @override
     def val_dataloader(self) -> Any:
@@ -256,7 +306,7 @@ class FederatedDataModule(pl.LightningDataModule):
         ix = (self.client_val_indices if split == "val" else self.client_indices)[client_id]
         assert self.train_dataset is not None
         batches = [ix[i : i + self.eval_batch_size] for i in range(0, len(ix), self.eval_batch_size)]
-        return make_batch_loader(self.train_dataset, batches, self.num_workers, self.pin_memory)
+        return make_batch_loader(self.train_dataset, batches, self.num_workers, self.pin_memory, self.collate_fn)
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:

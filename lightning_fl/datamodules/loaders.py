@@ -7,7 +7,7 @@ loader indexes whole batches at once, as a hand-written loop would; otherwise it
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -38,10 +38,15 @@ class TensorBatchLoader:
 
 
 def make_batch_loader(
-    dataset: Dataset, batches: Sequence[np.ndarray], num_workers: int = 0, pin_memory: bool = False
+    dataset: Dataset,
+    batches: Sequence[np.ndarray],
+    num_workers: int = 0,
+    pin_memory: bool = False,
+    collate_fn: Callable[[list[Any]], Any] | None = None,
 ) -> Iterable[Any]:
-    """The fastest loader that yields exactly ``batches`` (index arrays into ``dataset``), in order."""
-    if isinstance(dataset, TensorDataset) and num_workers == 0:
+    """The fastest loader that yields exactly ``batches`` (index arrays into ``dataset``), in order, collated by
+    ``collate_fn`` (``None``: PyTorch's default collation)."""
+    if isinstance(dataset, TensorDataset) and num_workers == 0 and collate_fn is None:
         return TensorBatchLoader(dataset, batches)
     return DataLoader(
         dataset,
@@ -49,6 +54,7 @@ def make_batch_loader(
         num_workers=num_workers,
         pin_memory=pin_memory,
         persistent_workers=False,
+        collate_fn=collate_fn,
     )
 
 

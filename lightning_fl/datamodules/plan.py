@@ -134,28 +134,45 @@ class RoundPlan:
 
 
 def client_batches(
-    indices: np.ndarray, batch_size: int, local_epochs: int, shuffle: bool, seed: int, round_idx: int, client_id: int
+    indices: np.ndarray,
+    batch_size: int,
+    local_epochs: int,
+    shuffle: bool,
+    seed: int,
+    round_idx: int,
+    client_id: int,
+    drop_last: bool = False,
 ) -> list[np.ndarray]:
     """The batches one client runs in a round: ``local_epochs`` passes over its samples, each shuffled from
-    ``derive_seed(seed, "shuffle", round_idx, client_id, epoch)``.
+    ``derive_seed(seed, "shuffle", round_idx, client_id, epoch)``; with ``drop_last`` each pass leaves out its
+    last batch when it is smaller than ``batch_size``.
 
     Example:
         >>> [b.tolist() for b in client_batches(np.arange(5), 2, 1, False, 0, 0, 0)]
         [[0, 1], [2, 3], [4]]
+        >>> [b.tolist() for b in client_batches(np.arange(5), 2, 1, False, 0, 0, 0, drop_last=True)]
+        [[0, 1], [2, 3]]
     """
     out: list[np.ndarray] = []
+    end = len(indices) - len(indices) % batch_size if drop_last else len(indices)
     for epoch in range(local_epochs):
         order = indices
         if shuffle:
             rng = np.random.default_rng(derive_seed(seed, "shuffle", round_idx, client_id, epoch))
             order = indices[rng.permutation(len(indices))]
-        out.extend(order[i : i + batch_size] for i in range(0, len(order), batch_size))
+        out.extend(order[i : min(i + batch_size, end)] for i in range(0, end, batch_size))
     return out
 
 
-def num_client_batches(size: int, batch_size: int, local_epochs: int) -> int:
-    """Number of batches a client of ``size`` samples runs in a round."""
-    return local_epochs * math.ceil(size / batch_size)
+def num_client_batches(size: int, batch_size: int, local_epochs: int, drop_last: bool = False) -> int:
+    """Number of batches a client of ``size`` samples runs in a round.
+
+    Example:
+        >>> num_client_batches(5, 2, 3), num_client_batches(5, 2, 3, drop_last=True)
+        (9, 6)
+    """
+    per_epoch = size // batch_size if drop_last else math.ceil(size / batch_size)
+    return local_epochs * per_epoch
 
 
 def build_round_plan(
@@ -172,6 +189,7 @@ def build_round_plan(
     rank: int,
     pin_clients: bool = False,
     participation: Participation | None = None,
+    drop_last: bool = False,
 ) -> RoundPlan:
     """Sample the round's clients, spread them over ranks and list this rank's batches.
 
@@ -183,14 +201,15 @@ def build_round_plan(
 
     A ``participation`` (from a hook such as :class:`~lightning_fl.callbacks.SystemsSimulation`) replaces the
     sampling: its clients train, each for its first ``num_batches`` batches. With no client at all every rank runs
-    one padding batch, so the server callback still closes the round.
+    one padding batch, so the server callback still closes the round. ``drop_last`` drops every local epoch's
+    short last batch (see :func:`client_batches`).
     """
     sizes = np.array([len(ix) for ix in client_indices], dtype=np.int64)
     if participation is None:
         clients = sample_clients(round_idx, sizes, clients_per_round, client_sampling, seed)
-        work = np.array([num_client_batches(int(sizes[c]), batch_size, local_epochs) for c in clients])
+        work = np.array([num_client_batches(int(sizes[c]), batch_size, local_epochs, drop_last) for c in clients])
     else:
-        clients, work = _checked_participation(participation, sizes, batch_size, local_epochs)
+        clients, work = _checked_participation(participation, sizes, batch_size, local_epochs, drop_last)
     if pin_clients:
         per_rank = [[pos for pos, c in enumerate(clients) if c % world_size == r] for r in range(world_size)]
     else:
@@ -204,7 +223,9 @@ def build_round_plan(
     first: list[bool] = []
     last: list[bool] = []
     for client_id in rank_clients:
-        own = client_batches(client_indices[client_id], batch_size, local_epochs, shuffle, seed, round_idx, client_id)
+        own = client_batches(
+            client_indices[client_id], batch_size, local_epochs, shuffle, seed, round_idx, client_id, drop_last
+        )
         own = own[: caps[client_id]]
         batches.extend(own)
         batch_client.extend([client_id] * len(own))
@@ -229,7 +250,7 @@ def build_round_plan(
 
 
 def _checked_participation(
-    participation: Participation, sizes: np.ndarray, batch_size: int, local_epochs: int
+    participation: Participation, sizes: np.ndarray, batch_size: int, local_epochs: int, drop_last: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """The participation's clients and their batch counts, checked against the partition."""
     clients = np.asarray(participation.clients, dtype=np.int64).reshape(-1)
@@ -238,7 +259,9 @@ def _checked_participation(
             f"participation.clients must be sorted, distinct client ids in [0, {len(sizes) - 1}], "
             f"got {clients.tolist()}"
         )
-    full = np.array([num_client_batches(int(sizes[c]), batch_size, local_epochs) for c in clients], dtype=np.int64)
+    full = np.array(
+        [num_client_batches(int(sizes[c]), batch_size, local_epochs, drop_last) for c in clients], dtype=np.int64
+    )
     if participation.num_batches is None:
         return clients, full
     work = np.asarray(participation.num_batches, dtype=np.int64).reshape(-1)

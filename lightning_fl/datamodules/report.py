@@ -62,6 +62,11 @@ class PartitionReport:
         if self.num_clients == 0:
             return f"0 clients, 0 samples, {self.num_classes} classes"
         smallest, median, largest = int(self.sizes.min()), float(np.median(self.sizes)), int(self.sizes.max())
+        if self.num_classes == 0 and self.sizes.sum() > 0:
+            return (
+                f"{self.num_clients} clients, {int(self.sizes.sum())} samples, no class labels; "
+                f"client size min {smallest} / median {median:g} / max {largest}"
+            )
         return (
             f"{self.num_clients} clients, {int(self.sizes.sum())} samples, {self.num_classes} classes; "
             f"client size min {smallest} / median {median:g} / max {largest}; "
@@ -70,13 +75,14 @@ class PartitionReport:
 
 
 def partition_report(
-    parts: Sequence[np.ndarray], labels: np.ndarray, num_classes: int | None = None
+    parts: Sequence[np.ndarray], labels: np.ndarray | None, num_classes: int | None = None
 ) -> PartitionReport:
     """Count the samples and the labels of every client.
 
     Args:
         parts: One index array per client, as returned by :meth:`Partitioner.partition`.
-        labels: Integer class label of every sample, values in ``[0, num_classes)``.
+        labels: Integer class label of every sample, values in ``[0, num_classes)``; ``None`` for data without
+            class labels (language models): the report then holds the client sizes and no label columns.
         num_classes: Number of classes; defaults to ``max(labels) + 1``.
 
     Returns:
@@ -91,7 +97,12 @@ def partition_report(
         >>> report = partition_report([np.array([0, 1, 2]), np.array([3, 4, 5])], labels, num_classes=4)
         >>> report.label_histograms.tolist()
         [[2, 1, 0, 0], [0, 0, 3, 0]]
+        >>> print(partition_report([np.array([0, 1, 2]), np.array([3])], labels=None).summary())
+        2 clients, 4 samples, no class labels; client size min 1 / median 2 / max 3
     """
+    if labels is None:
+        sizes = np.array([len(p) for p in parts], dtype=np.int64)
+        return PartitionReport(sizes=sizes, label_histograms=np.zeros((len(parts), 0), dtype=np.int64))
     labels = np.asarray(labels)
     if labels.ndim != 1 or (labels.size and not np.issubdtype(labels.dtype, np.integer)):
         raise FederatedConfigError(
@@ -149,7 +160,7 @@ def _stacked_bars(counts: np.ndarray, colours: np.ndarray) -> PolyCollection:
 
 def plot_partition(
     parts: Sequence[np.ndarray],
-    labels: np.ndarray,
+    labels: np.ndarray | None,
     path: str | Path,
     num_classes: int | None = None,
     max_clients: int = 100,
@@ -185,6 +196,8 @@ def plot_partition(
 
     if isinstance(max_clients, bool) or int(max_clients) != max_clients or max_clients < 1:
         raise FederatedConfigError(f"max_clients must be an integer >= 1, got {max_clients!r}")
+    if labels is None:
+        raise FederatedConfigError("plot_partition draws label counts per client and needs labels, got labels=None")
     report = partition_report(parts, labels, num_classes)
     shown = report.label_histograms[: int(max_clients)]
     num_shown, num_cls = shown.shape

@@ -24,7 +24,7 @@ from typing_extensions import override
 
 from lightning_fl.callbacks.trainer_checks import check_trainer
 from lightning_fl.codecs.base import Codec
-from lightning_fl.datamodules.federated import FederatedDataModule, dataset_targets
+from lightning_fl.datamodules.federated import FederatedDataModule
 from lightning_fl.datamodules.plan import RoundPlan
 from lightning_fl.exceptions import FederatedConfigError, FederatedRuntimeError
 from lightning_fl.gkt.config import check_gkt_args, check_gkt_trainer, make_optimizer
@@ -160,8 +160,7 @@ class FedGKTModule(pl.LightningModule):
             raise FederatedConfigError(f"FedGKTModule needs a FederatedDataModule, got {type(dm).__name__}")
         self._dm = dm
         self._seed = dm.seed if self.hparams["seed"] is None else int(self.hparams["seed"])
-        assert dm.train_dataset is not None
-        self._targets = torch.as_tensor(dataset_targets(dm.train_dataset), dtype=torch.int64)
+        self._targets = torch.as_tensor(dm.train_labels("FedGKTModule"), dtype=torch.int64)
         if self.teacher is None:
             self.teacher = SampleLogitTable(len(self._targets), self.hparams["num_classes"])
 

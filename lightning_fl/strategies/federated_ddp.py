@@ -6,6 +6,7 @@ import torch
 import torch.distributed as dist
 from lightning_fabric.strategies import _StrategyRegistry
 from pytorch_lightning.strategies import DDPStrategy
+from torch.nn.parameter import is_lazy
 from typing_extensions import override
 
 
@@ -36,7 +37,8 @@ class FederatedDDPStrategy(DDPStrategy):
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             with torch.no_grad():
                 for tensor in list(self.model.parameters()) + list(self.model.buffers()):
-                    dist.broadcast(tensor.data, src=0)
+                    if not is_lazy(tensor):  # lazy ones are broadcast once materialised, at fit start
+                        dist.broadcast(tensor.data, src=0)
 
     @override
     def teardown(self) -> None:

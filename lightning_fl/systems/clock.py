@@ -20,15 +20,16 @@ import numpy as np
 from lightning_fl.exceptions import FederatedConfigError
 
 
-def step_samples(size: int, batch_size: int, local_epochs: int) -> np.ndarray:
-    """Samples in each local step of a client with ``size`` samples (the last batch of an epoch may be short).
+def step_samples(size: int, batch_size: int, local_epochs: int, drop_last: bool = False) -> np.ndarray:
+    """Samples in each local step of a client with ``size`` samples (the last batch of an epoch may be short, or
+    dropped with ``drop_last``).
 
     Example:
-        >>> step_samples(5, 2, 2).tolist()
-        [2, 2, 1, 2, 2, 1]
+        >>> step_samples(5, 2, 2).tolist(), step_samples(5, 2, 2, drop_last=True).tolist()
+        ([2, 2, 1, 2, 2, 1], [2, 2, 2, 2])
     """
     full, rest = divmod(int(size), int(batch_size))
-    epoch = [batch_size] * full + ([rest] if rest else [])
+    epoch = [batch_size] * full + ([rest] if rest and not drop_last else [])
     return np.array(epoch * int(local_epochs), dtype=np.int64)
 
 

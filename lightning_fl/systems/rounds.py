@@ -47,6 +47,7 @@ class RoundWorkload:
     flops_per_sample: float
     downlink_bytes: float
     uplink_bytes: float
+    drop_last: bool = False
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,9 @@ def plan_round(round_idx: int, seed: int, profiles: ClientProfiles, work: RoundW
     avail_ids = np.flatnonzero(available)
     keep = n if work.client_sampling == "all" else work.clients_per_round
     m = min(len(avail_ids), keep if rules.over_selection == 0 else math.ceil(keep * (1 + rules.over_selection)))
-    steps = {int(c): step_samples(int(work.sizes[c]), work.batch_size, work.local_epochs) for c in avail_ids}
+    steps = {
+        int(c): step_samples(int(work.sizes[c]), work.batch_size, work.local_epochs, work.drop_last) for c in avail_ids
+    }
     download = work.downlink_bytes / cols["downlink_bytes_per_second"]
     upload = work.uplink_bytes / cols["uplink_bytes_per_second"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -90,7 +90,9 @@ class Partitioner(ABC):
     once from the labels (and, for natural partitions, per-sample group keys) and caches it. Randomness only
     comes from ``numpy.random.default_rng(seed)``, never from global state.
 
-    Subclasses check their own arguments in ``__init__`` and implement :meth:`_assign`.
+    Subclasses check their own arguments in ``__init__`` and implement :meth:`_assign`. A partitioner that does
+    not look at labels sets ``needs_labels = False``: the data module then never reads the dataset's labels, so
+    datasets without class labels (language models, dict samples) work with it.
 
     Args:
         num_clients: Number of clients, at least 1. ``None`` only for partitioners that derive it from the data.
@@ -106,52 +108,84 @@ class Partitioner(ABC):
         [0, 1, 2, 3, 4]
     """
 
+    needs_labels: ClassVar[bool] = True
+
     def __init__(self, num_clients: int | None, seed: int = 0) -> None:
         self.num_clients = None if num_clients is None else check_int("num_clients", num_clients, minimum=1)
         self.seed = check_int("seed", seed, minimum=0)
         self._cache: list[np.ndarray] | None = None
         self._cache_key: tuple[Any, ...] | None = None
 
-    def partition(self, labels: np.ndarray, groups: np.ndarray | None = None) -> list[np.ndarray]:
+    def partition(
+        self, labels: np.ndarray | None, groups: np.ndarray | None = None, num_samples: int | None = None
+    ) -> list[np.ndarray]:
         """Return one sorted ``int64`` index array per client; every sample appears exactly once.
 
-        The result is computed on the first call and cached; later calls with the same ``labels`` and
-        ``groups`` return the cached list.
+        The result is computed on the first call and cached; later calls with the same inputs return the cached
+        list.
 
         Args:
-            labels: Class label of every sample, shape (N,).
+            labels: Class label of every sample, shape (N,); ``None`` for a partitioner that needs no labels
+                (``needs_labels`` is ``False``: IID, quantity skew, natural), which then never reads any.
             groups: Optional per-sample natural client key (writer, user), shape (N,), used by natural partitioners.
+            num_samples: N, needed only when neither ``labels`` nor ``groups`` is given.
 
         Returns:
             A list with one sorted ``int64`` index array per client.
 
         Raises:
-            FederatedConfigError: If the data cannot be split as configured (for example more clients than samples)
-                or if ``labels``/``groups`` have the wrong shape.
+            FederatedConfigError: If the data cannot be split as configured (for example more clients than samples),
+                if ``labels``/``groups`` have the wrong shape, or if a partitioner that needs labels gets none.
         """
-        labels = np.asarray(labels)
-        if labels.ndim != 1:
-            raise FederatedConfigError(
-                f"labels must be a 1-D array with one entry per sample, got shape {labels.shape}"
-            )
-        if groups is not None:
-            groups = np.asarray(groups)
-            if groups.shape != labels.shape:
-                raise FederatedConfigError(
-                    f"groups must have one entry per sample, shape {labels.shape}, got shape {groups.shape}"
-                )
-        key = (_fingerprint(labels), _fingerprint(groups))
+        labels, groups, n = self._checked_inputs(labels, groups, num_samples)
+        key = (n, _fingerprint(labels), _fingerprint(groups))
         if self._cache is None or self._cache_key != key:
-            if self.num_clients is not None and self.num_clients > len(labels):
+            if self.num_clients is not None and self.num_clients > n:
                 raise FederatedConfigError(
-                    f"num_clients must be at most the number of training samples ({len(labels)}), "
-                    f"got {self.num_clients}"
+                    f"num_clients must be at most the number of training samples ({n}), got {self.num_clients}"
                 )
             rng = np.random.default_rng(self.seed)
-            parts = self._assign(labels, groups, rng)
+            parts = self._assign(n, labels, groups, rng)
             self._cache = [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
             self._cache_key = key
         return self._cache
+
+    def _checked_inputs(
+        self, labels: np.ndarray | None, groups: np.ndarray | None, num_samples: int | None
+    ) -> tuple[np.ndarray | None, np.ndarray | None, int]:
+        """``labels`` and ``groups`` as arrays of one entry per sample, and the number of samples."""
+        if labels is None and self.needs_labels:
+            raise FederatedConfigError(
+                f"{type(self).__name__} needs the class label of every sample, got labels=None; give the dataset a "
+                "`targets` attribute or FederatedDataModule(label_fn=...), or use a partitioner that needs no labels "
+                "(IIDPartitioner, QuantitySkewPartitioner, NaturalPartitioner)"
+            )
+        shapes = []
+        if labels is not None:
+            labels = np.asarray(labels)
+            if labels.ndim != 1:
+                raise FederatedConfigError(
+                    f"labels must be a 1-D array with one entry per sample, got shape {labels.shape}"
+                )
+            shapes.append(("labels", labels.shape[0]))
+        if groups is not None:
+            groups = np.asarray(groups)
+            if groups.ndim != 1 or (labels is not None and groups.shape != labels.shape):
+                expected = f"shape {labels.shape}" if labels is not None else "a 1-D array"
+                raise FederatedConfigError(
+                    f"groups must have one entry per sample, {expected}, got shape {groups.shape}"
+                )
+            shapes.append(("groups", groups.shape[0]))
+        if num_samples is not None:
+            shapes.append(("num_samples", check_int("num_samples", num_samples, minimum=0)))
+        if not shapes:
+            raise FederatedConfigError("partition() needs labels, groups or num_samples to know the number of samples")
+        if len({size for _, size in shapes}) > 1:
+            raise FederatedConfigError(
+                "labels, groups and num_samples must agree on the number of samples, got "
+                + ", ".join(f"{name}: {size}" for name, size in shapes)
+            )
+        return labels, groups, shapes[0][1]
 
     def _check_min_size(self, num_samples: int, min_size: int) -> None:
         """Refuse a minimum client size that the data cannot give every client."""
@@ -163,8 +197,11 @@ class Partitioner(ABC):
             )
 
     @abstractmethod
-    def _assign(self, labels: np.ndarray, groups: np.ndarray | None, rng: np.random.Generator) -> list[np.ndarray]:
-        """Compute the assignment (abstract: each partitioner has its own rule)."""
+    def _assign(
+        self, num_samples: int, labels: np.ndarray | None, groups: np.ndarray | None, rng: np.random.Generator
+    ) -> list[np.ndarray]:
+        """Compute the assignment of ``num_samples`` samples (abstract: each partitioner has its own rule).
+        ``labels`` is ``None`` only for partitioners with ``needs_labels = False``."""
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))

@@ -42,9 +42,12 @@ class DirichletPartitioner(Partitioner):
         self.min_size = check_int("min_size", min_size, minimum=0)
         self.max_retries = check_int("max_retries", max_retries, minimum=1)
 
-    def _assign(self, labels: np.ndarray, groups: np.ndarray | None, rng: np.random.Generator) -> list[np.ndarray]:
+    def _assign(
+        self, num_samples: int, labels: np.ndarray | None, groups: np.ndarray | None, rng: np.random.Generator
+    ) -> list[np.ndarray]:
         assert self.num_clients is not None
-        n = len(labels)
+        assert labels is not None
+        n = num_samples
         self._check_min_size(n, self.min_size)
         class_indices = [np.flatnonzero(labels == k) for k in np.unique(labels)]
         concentration = np.full(self.num_clients, self.alpha)

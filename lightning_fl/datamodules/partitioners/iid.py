@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
 from lightning_fl.datamodules.partitioners.base import Partitioner
@@ -27,9 +29,13 @@ class IIDPartitioner(Partitioner):
         True
     """
 
+    needs_labels: ClassVar[bool] = False
+
     def __init__(self, num_clients: int, seed: int = 0) -> None:
         super().__init__(num_clients, seed)
 
-    def _assign(self, labels: np.ndarray, groups: np.ndarray | None, rng: np.random.Generator) -> list[np.ndarray]:
+    def _assign(
+        self, num_samples: int, labels: np.ndarray | None, groups: np.ndarray | None, rng: np.random.Generator
+    ) -> list[np.ndarray]:
         assert self.num_clients is not None
-        return list(np.array_split(rng.permutation(len(labels)), self.num_clients))
+        return list(np.array_split(rng.permutation(num_samples), self.num_clients))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
 from lightning_fl.datamodules.partitioners.base import Partitioner
@@ -30,6 +32,8 @@ class NaturalPartitioner(Partitioner):
         ([[1, 3, 4], [0, 2]], [['a'], ['b']])
     """
 
+    needs_labels: ClassVar[bool] = False
+
     def __init__(self, num_clients: int | None = None, seed: int = 0) -> None:
         super().__init__(num_clients, seed)
         self._client_keys: list[np.ndarray] | None = None
@@ -45,7 +49,9 @@ class NaturalPartitioner(Partitioner):
             raise RuntimeError("client_keys is known only after partition() has been called")
         return self._client_keys
 
-    def _assign(self, labels: np.ndarray, groups: np.ndarray | None, rng: np.random.Generator) -> list[np.ndarray]:
+    def _assign(
+        self, num_samples: int, labels: np.ndarray | None, groups: np.ndarray | None, rng: np.random.Generator
+    ) -> list[np.ndarray]:
         if groups is None:
             raise FederatedConfigError(
                 "NaturalPartitioner needs the writer or user id of every sample, but the dataset has no per-sample "

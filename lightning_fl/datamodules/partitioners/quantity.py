@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
 from lightning_fl.datamodules.partitioners.base import Partitioner, check_int, check_positive
@@ -59,14 +61,18 @@ class QuantitySkewPartitioner(Partitioner):
         (30, True)
     """
 
+    needs_labels: ClassVar[bool] = False
+
     def __init__(self, num_clients: int, sigma: float = 1.0, seed: int = 0, min_size: int = 1) -> None:
         super().__init__(num_clients, seed)
         self.sigma = check_positive("sigma", sigma, allow_zero=True)
         self.min_size = check_int("min_size", min_size, minimum=0)
 
-    def _assign(self, labels: np.ndarray, groups: np.ndarray | None, rng: np.random.Generator) -> list[np.ndarray]:
+    def _assign(
+        self, num_samples: int, labels: np.ndarray | None, groups: np.ndarray | None, rng: np.random.Generator
+    ) -> list[np.ndarray]:
         assert self.num_clients is not None
-        n = len(labels)
+        n = num_samples
         self._check_min_size(n, self.min_size)
         sizes = lognormal_sizes(n, self.num_clients, self.sigma, self.min_size, rng)
         return np.split(rng.permutation(n), np.cumsum(sizes)[:-1])

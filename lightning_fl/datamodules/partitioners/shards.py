@@ -50,16 +50,19 @@ class ShardPartitioner(Partitioner):
             raise RuntimeError("client_shards is known only after partition() has been called")
         return self._client_shards
 
-    def _assign(self, labels: np.ndarray, groups: np.ndarray | None, rng: np.random.Generator) -> list[np.ndarray]:
+    def _assign(
+        self, num_samples: int, labels: np.ndarray | None, groups: np.ndarray | None, rng: np.random.Generator
+    ) -> list[np.ndarray]:
         assert self.num_clients is not None
         num_shards = self.num_clients * self.shards_per_client
-        if len(labels) < num_shards:
+        assert labels is not None
+        if num_samples < num_shards:
             raise FederatedConfigError(
                 f"num_clients * shards_per_client ({self.num_clients} * {self.shards_per_client} = {num_shards} "
-                f"shards) must be at most the number of training samples ({len(labels)}); "
+                f"shards) must be at most the number of training samples ({num_samples}); "
                 "lower num_clients or shards_per_client"
             )
-        shuffled = rng.permutation(len(labels))
+        shuffled = rng.permutation(num_samples)
         by_label = shuffled[np.argsort(labels[shuffled], kind="stable")]
         shards = np.array_split(by_label, num_shards)
         self._client_shards = rng.permutation(num_shards).reshape(self.num_clients, self.shards_per_client)
