@@ -22,6 +22,7 @@ from lightning_fl.callbacks.algorithm import (
 from lightning_fl.callbacks.client_seed import seed_client
 from lightning_fl.callbacks.round_log import RoundStats
 from lightning_fl.callbacks.trainer_checks import check_trainer
+from lightning_fl.checks import check_int
 from lightning_fl.codecs.base import Codec
 from lightning_fl.codecs.policy import TensorPolicy
 from lightning_fl.datamodules.federated import FederatedDataModule
@@ -97,7 +98,7 @@ class FederatedAveraging(Callback):
         self.policy = policy if policy is not None else TensorPolicy()
         self.downlink = Link(downlink, "downlink", select=self.policy.select)
         self.uplink = Link(uplink, "uplink", select=self.policy.select)
-        self.seed = seed
+        self.seed = None if seed is None else check_int("seed", seed, low=0)
         # totals that survive checkpoints
         self.uplink_bytes_total = 0
         self.downlink_bytes_total = 0

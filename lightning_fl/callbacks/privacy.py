@@ -10,6 +10,7 @@ import torch
 from typing_extensions import override
 
 from lightning_fl.callbacks.algorithm import ClientContext, FederatedAlgorithm, FederatedContext, RoundContext
+from lightning_fl.checks import check_fraction, check_non_negative, check_positive
 from lightning_fl.exceptions import FederatedConfigError
 from lightning_fl.seeding import generator
 from lightning_fl.server.aggregator import Aggregator, WeightedMeanAggregator
@@ -50,15 +51,9 @@ class DifferentialPrivacy(FederatedAlgorithm):
 
     def __init__(self, clip_norm: float = 1.0, noise_multiplier: float = 1.0, delta: float = 1e-5) -> None:
         super().__init__()
-        if not clip_norm > 0:
-            raise FederatedConfigError(f"clip_norm must be > 0, got {clip_norm}")
-        if not noise_multiplier >= 0:
-            raise FederatedConfigError(f"noise_multiplier must be >= 0, got {noise_multiplier}")
-        if not 0 < delta < 1:
-            raise FederatedConfigError(f"delta must be in (0, 1), got {delta}")
-        self.clip_norm = float(clip_norm)
-        self.noise_multiplier = float(noise_multiplier)
-        self.delta = float(delta)
+        self.clip_norm = check_positive("clip_norm", clip_norm)
+        self.noise_multiplier = check_non_negative("noise_multiplier", noise_multiplier)
+        self.delta = check_fraction("delta", delta, low_open=True, high_open=True)
         self.sample_rate: float | None = None
         self.epsilon = 0.0
         self.accountant = _rdp_accountant()

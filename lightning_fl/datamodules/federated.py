@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import Dataset
 from typing_extensions import override
 
+from lightning_fl.checks import check_bool, check_fraction, check_int
 from lightning_fl.datamodules.datasets.base import DatasetSource, Splits
 from lightning_fl.datamodules.loaders import eval_batches, make_batch_loader
 from lightning_fl.datamodules.partitioners.base import Partitioner
@@ -96,8 +97,10 @@ class FederatedDataModule(pl.LightningDataModule):
             raise FederatedConfigError(
                 f"client_sampling must be one of {CLIENT_SAMPLING_MODES}, got {client_sampling!r}"
             )
-        if not 0.0 <= local_val_fraction < 1.0:
-            raise FederatedConfigError(f"local_val_fraction must be in [0, 1), got {local_val_fraction}")
+        check_fraction("local_val_fraction", local_val_fraction, high_open=True)
+        check_bool("pin_memory", pin_memory)
+        check_bool("shuffle", shuffle)
+        check_int("seed", seed, low=0)
         if partitioner is None:
             from lightning_fl.datamodules.partitioners import IIDPartitioner
 
@@ -260,5 +263,4 @@ class FederatedDataModule(pl.LightningDataModule):
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise FederatedConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    check_int(name, value, low=minimum)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from lightning_fl.checks import check_fraction
 from lightning_fl.exceptions import FederatedConfigError
 
 
@@ -31,8 +32,7 @@ class MLP(nn.Sequential):
         _positive("num_classes", num_classes)
         for width in hidden:
             _positive("hidden", width)
-        if not 0.0 <= dropout < 1.0:
-            raise FederatedConfigError(f"dropout must be in [0, 1), got {dropout}")
+        check_fraction("dropout", dropout, high_open=True)
         layers: list[nn.Module] = [nn.Flatten()]
         width = in_features
         for h in hidden:
@@ -64,7 +64,7 @@ class SmallCNN(nn.Sequential):
     ) -> None:
         _positive("in_channels", in_channels)
         _positive("num_classes", num_classes)
-        if image_size < 4 or image_size % 4:
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 4 or image_size % 4:
             raise FederatedConfigError(f"image_size must be a positive multiple of 4, got {image_size}")
         if len(channels) != 2:
             raise FederatedConfigError(f"channels must hold two widths, got {list(channels)}")

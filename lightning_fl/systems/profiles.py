@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from lightning_fl.checks import check_choice, check_float, check_int
 from lightning_fl.exceptions import FederatedConfigError
 from lightning_fl.seeding import derive_seed
 
@@ -64,8 +65,9 @@ class Distribution:
     b: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.kind not in self.KINDS:
-            raise FederatedConfigError(f"kind must be one of {self.KINDS}, got {self.kind!r}")
+        check_choice("kind", self.kind, self.KINDS)
+        check_float("a", self.a)
+        check_float("b", self.b)
         if self.kind in ("uniform", "loguniform") and not self.a <= self.b:
             raise FederatedConfigError(f"a {self.kind} distribution needs a <= b, got a={self.a}, b={self.b}")
         if self.kind in ("loguniform", "lognormal") and not self.a > 0:
@@ -197,8 +199,8 @@ client, got 0.0 for client 0
     def sample(cls, num_clients: int, seed: int = 0, **distributions: Distribution) -> ClientProfiles:
         """Draw every field from its :class:`Distribution` (fields left out take their defaults); field ``f``
         draws from ``numpy.random.default_rng(derive_seed(seed, "profiles", f))``."""
-        if isinstance(num_clients, bool) or not isinstance(num_clients, (int, np.integer)) or num_clients < 1:
-            raise FederatedConfigError(f"num_clients must be an integer >= 1, got {num_clients!r}")
+        check_int("num_clients", num_clients, low=1)
+        check_int("seed", seed, low=0)
         columns = {
             name: dist.draw(np.random.default_rng(derive_seed(seed, "profiles", name)), int(num_clients))
             for name, dist in distributions.items()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from lightning_fl.datamodules.partitioners.base import Partitioner, check_int, check_positive
+from lightning_fl.checks import check_int, check_non_negative
+from lightning_fl.datamodules.partitioners.base import Partitioner
 
 
 def lognormal_sizes(total: int, num_clients: int, sigma: float, min_size: int, rng: np.random.Generator) -> np.ndarray:
@@ -61,8 +62,8 @@ class QuantitySkewPartitioner(Partitioner):
 
     def __init__(self, num_clients: int, sigma: float = 1.0, seed: int = 0, min_size: int = 1) -> None:
         super().__init__(num_clients, seed)
-        self.sigma = check_positive("sigma", sigma, allow_zero=True)
-        self.min_size = check_int("min_size", min_size, minimum=0)
+        self.sigma = check_non_negative("sigma", sigma)
+        self.min_size = check_int("min_size", min_size, low=0)
 
     def _assign(self, labels: np.ndarray, groups: np.ndarray | None, rng: np.random.Generator) -> list[np.ndarray]:
         assert self.num_clients is not None
