@@ -10,11 +10,14 @@ import torch
 from typing_extensions import override
 
 from lightning_fl.callbacks.algorithm import ClientContext, FederatedAlgorithm, FederatedContext, RoundContext
-from lightning_fl.checks import check_fraction, check_non_negative, check_positive
+from lightning_fl.checks import check_float, check_fraction, check_positive
 from lightning_fl.exceptions import FederatedConfigError
 from lightning_fl.seeding import generator
 from lightning_fl.server.aggregator import Aggregator, WeightedMeanAggregator
 from lightning_fl.server.robust import NormClippingAggregator
+
+#: Largest noise multiplier accepted.
+MAX_NOISE_MULTIPLIER = 1e6
 
 
 class DifferentialPrivacy(FederatedAlgorithm):
@@ -34,8 +37,8 @@ class DifferentialPrivacy(FederatedAlgorithm):
 
     Args:
         clip_norm: Largest L2 norm of a client's update, ``C > 0``.
-        noise_multiplier: ``z >= 0``; the noise on the sum has standard deviation ``z * C`` (0: clipping only, and
-            epsilon is infinite).
+        noise_multiplier: ``z`` in ``[0, 1e6]``; the noise on the sum has standard deviation ``z * C`` (0: clipping
+            only, and epsilon is infinite).
         delta: The delta at which epsilon is reported, in (0, 1).
 
     Raises:
@@ -52,7 +55,8 @@ class DifferentialPrivacy(FederatedAlgorithm):
     def __init__(self, clip_norm: float = 1.0, noise_multiplier: float = 1.0, delta: float = 1e-5) -> None:
         super().__init__()
         self.clip_norm = check_positive("clip_norm", clip_norm)
-        self.noise_multiplier = check_non_negative("noise_multiplier", noise_multiplier)
+        # 1e6 is far past any useful value (epsilon stops falling near z = 1e3); opacus overflows on z**2 near 1e154
+        self.noise_multiplier = check_float("noise_multiplier", noise_multiplier, 0, MAX_NOISE_MULTIPLIER)
         self.delta = check_fraction("delta", delta, low_open=True, high_open=True)
         self.sample_rate: float | None = None
         self.epsilon = 0.0

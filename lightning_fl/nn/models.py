@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from lightning_fl.checks import check_fraction
+from lightning_fl.checks import check_fraction, check_int
 from lightning_fl.exceptions import FederatedConfigError
 
 
@@ -84,5 +84,4 @@ class SmallCNN(nn.Sequential):
 
 
 def _positive(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise FederatedConfigError(f"{name} must be a positive integer, got {value!r}")
+    check_int(name, value, low=1)
