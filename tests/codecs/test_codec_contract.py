@@ -204,3 +204,16 @@ def test_empty_tensor_round_trips(spec):
 def test_bad_seed_is_refused():
     with pytest.raises(FederatedConfigError, match="seed must be"):
         RandomHadamard().encode(torch.ones(3), seed=-1)
+
+
+@pytest.mark.parametrize("shape", [(0,), (3, 0), (0, 2, 5)])
+def test_zero_element_tensors_round_trip_in_memory_and_through_bytes(spec, shape):
+    _, factory, _, _ = spec
+    codec = factory()
+    x = torch.zeros(shape)
+    payload, y = _round_trip(codec, x, seed=2)
+    assert (y.shape, y.dtype) == (x.shape, x.dtype)
+    assert payload.nbytes == len(payload.to_bytes()) - 4
+    again = Payload.from_bytes(payload.codec, payload.to_bytes())  # an empty body used to crash torch.frombuffer
+    assert again.body.dtype == torch.uint8 and again.body.shape == payload.body.shape
+    assert codec.decode(again).shape == x.shape
