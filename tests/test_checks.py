@@ -231,3 +231,11 @@ def test_names_given_as_one_string_are_one_name() -> None:
         PersonalLayers(modules=[])
     with pytest.raises(FederatedConfigError, match=r"^modules must be a string or a list of strings, got 3$"):
         PersonalLayers(modules=3)  # type: ignore[arg-type]
+
+
+def test_partition_report_refuses_non_integer_class_counts() -> None:
+    from lightning_fl.datamodules.report import partition_report
+
+    for bad in (NAN, 2.5, True):
+        with pytest.raises(FederatedConfigError, match=rf"^num_classes must be an integer, got {re_escape(bad)}$"):
+            partition_report([np.array([0])], np.array([0]), num_classes=bad)
