@@ -239,3 +239,10 @@ def test_partition_report_refuses_non_integer_class_counts() -> None:
     for bad in (NAN, 2.5, True):
         with pytest.raises(FederatedConfigError, match=rf"^num_classes must be an integer, got {re_escape(bad)}$"):
             partition_report([np.array([0])], np.array([0]), num_classes=bad)
+
+
+def test_small_cnn_refuses_a_layer_without_channels() -> None:
+    from lightning_fl.nn import SmallCNN
+
+    with pytest.raises(FederatedConfigError, match=r"^channels must be an integer >= 1, got 0$"):
+        SmallCNN(channels=(0, 4))

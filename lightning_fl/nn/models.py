@@ -68,6 +68,8 @@ class SmallCNN(nn.Sequential):
             raise FederatedConfigError(f"image_size must be a positive multiple of 4, got {image_size}")
         if len(channels) != 2:
             raise FederatedConfigError(f"channels must hold two widths, got {list(channels)}")
+        for width in channels:
+            _positive("channels", width)
         c1, c2 = channels
         super().__init__(
             nn.Conv2d(in_channels, c1, 3, padding=1),
