@@ -216,12 +216,16 @@ client, got 0.0 for client 0
     def from_csv(cls, path: str | Path) -> ClientProfiles:
         """One row per client, in client id order, with a header naming the fields (an optional ``client_id``
         column must count 0, 1, 2, ...)."""
+        rows, lines = [], []
         with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f, restkey=_EXTRA)
             try:
-                rows = list(csv.DictReader(f, restkey=_EXTRA))
+                for row in reader:
+                    rows.append(row)
+                    lines.append(reader.line_num)  # blank lines are skipped, so count them as the reader does
             except (csv.Error, UnicodeDecodeError) as err:
-                raise DataFileError(f"{path} is not a readable CSV file: {err}") from err
-        return cls._from_rows(rows, str(path), lambda i: f"line {i + 2}")  # line 1 is the header
+                raise DataFileError(f"{path} is not a readable CSV file (line {reader.line_num + 1}): {err}") from err
+        return cls._from_rows(rows, str(path), lambda i: f"line {lines[i]}")
 
     @classmethod
     def from_json(cls, path: str | Path) -> ClientProfiles:

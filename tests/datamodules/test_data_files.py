@@ -80,8 +80,8 @@ def test_leaf_users_with_inputs_of_different_shapes_are_refused(tmp_path: Path) 
         LeafDataset(str(tmp_path), name="generic").load()
 
 
-def test_leaf_integral_float_labels_are_the_integers(tmp_path: Path) -> None:
-    _leaf(tmp_path, _users(u={"x": [[0, 1], [1, 0]], "y": [1.0, 0]}))
+def test_leaf_integral_float_labels_are_the_integers_and_empty_users_are_skipped(tmp_path: Path) -> None:
+    _leaf(tmp_path, _users(u={"x": [[0, 1], [1, 0]], "y": [1.0, 0]}, v={"x": [], "y": []}))
     splits = LeafDataset(str(tmp_path), name="generic").load()
     assert splits.train.targets.tolist() == [1, 0] and splits.train.targets.dtype == torch.int64
 

@@ -18,6 +18,7 @@ GOOD = {"flops_per_second": 1e9, "downlink_bytes_per_second": 1e6, "uplink_bytes
     ("lines", "problem"),
     [
         ("0,1e9,1e6,1e5\n1,1e9,abc,1e5\n", r"p\.csv, line 3: downlink_bytes_per_second must be a number, got 'abc'"),
+        ("0,1e9,1e6,1e5\n\n1,1e9,abc,1e5\n", r"p\.csv, line 4: downlink_bytes_per_second must be a number"),
         ("0,1e9,1e6,1e5,7\n", r"p\.csv, line 2 has 1 more values than the header has columns"),
         ("0,1e9,1e6\n", r"p\.csv, line 2: uplink_bytes_per_second must be a number, got nothing"),
         ("0,1e9,1e6,1e5\nx,1e9,1e6,1e5\n", r"p\.csv, line 3: client_id must count 0, 1, 2, \.\.\. in order: 1 here, "
