@@ -17,3 +17,10 @@ class FederatedRuntimeError(RuntimeError):
 
 class PayloadError(ValueError):
     """A codec payload that is malformed, truncated or was produced by a different codec."""
+
+
+class DataFileError(FederatedConfigError):
+    """A data file that cannot be read as its format says (LEAF JSON, IDX image files, device profiles).
+
+    The message names the file, the record (user and sample, line, row) and what is wrong with it.
+    """

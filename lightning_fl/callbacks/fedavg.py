@@ -25,6 +25,7 @@ from lightning_fl.callbacks.lazy import materialize_lazy_modules
 from lightning_fl.callbacks.round_log import RoundStats
 from lightning_fl.callbacks.schedulers import StepSchedules, install_stepping_estimate, remove_stepping_estimate
 from lightning_fl.callbacks.trainer_checks import check_trainer
+from lightning_fl.checks import check_int
 from lightning_fl.codecs.base import Codec
 from lightning_fl.codecs.policy import TensorPolicy
 from lightning_fl.datamodules.federated import FederatedDataModule
@@ -100,7 +101,7 @@ class FederatedAveraging(Callback):
         self.policy = policy if policy is not None else TensorPolicy()
         self.downlink = Link(downlink, "downlink", select=self.policy.select)
         self.uplink = Link(uplink, "uplink", select=self.policy.select)
-        self.seed = seed
+        self.seed = None if seed is None else check_int("seed", seed, low=0)
         # totals that survive checkpoints
         self.uplink_bytes_total = 0
         self.downlink_bytes_total = 0

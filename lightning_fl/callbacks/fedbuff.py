@@ -12,6 +12,7 @@ from typing_extensions import override
 
 from lightning_fl.callbacks.algorithm import ClientContext, FederatedContext, RoundContext
 from lightning_fl.callbacks.simulated_devices import SimulatedDevices
+from lightning_fl.checks import check_choice, check_int, check_positive
 from lightning_fl.datamodules.plan import Participation
 from lightning_fl.exceptions import FederatedConfigError, FederatedRuntimeError
 from lightning_fl.seeding import derive_seed
@@ -73,19 +74,10 @@ class FedBuff(SimulatedDevices):
         seed: int | None = None,
     ) -> None:
         super().__init__(profiles, flops_per_sample, seed)
-        if isinstance(buffer_size, bool) or not isinstance(buffer_size, int) or buffer_size < 1:
-            raise FederatedConfigError(f"buffer_size must be an integer >= 1, got {buffer_size!r}")
-        if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(concurrency, int)
-                                        or concurrency < 1):
-            raise FederatedConfigError(f"concurrency must be an integer >= 1 or None, got {concurrency!r}")
-        if staleness not in ("constant", "sqrt", "polynomial"):
-            raise FederatedConfigError(f"staleness must be 'constant', 'sqrt' or 'polynomial', got {staleness!r}")
-        if not (isinstance(staleness_exponent, (int, float)) and staleness_exponent > 0):
-            raise FederatedConfigError(f"staleness_exponent must be > 0, got {staleness_exponent!r}")
-        self.buffer_size = buffer_size
-        self.concurrency = concurrency
-        self.staleness = staleness
-        self.staleness_exponent = float(staleness_exponent)
+        self.buffer_size = check_int("buffer_size", buffer_size, low=1)
+        self.concurrency = None if concurrency is None else check_int("concurrency", concurrency, low=1)
+        self.staleness = check_choice("staleness", staleness, ("constant", "sqrt", "polynomial"))
+        self.staleness_exponent = check_positive("staleness_exponent", staleness_exponent)
         #: How many applied updates had each staleness, over the whole fit.
         self.staleness_counts: dict[int, int] = {}
         #: ``(client_id, staleness)`` of the updates of the latest server update, in clock order.

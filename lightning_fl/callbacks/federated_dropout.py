@@ -12,6 +12,7 @@ from lightning_fl.callbacks.algorithm import FederatedAlgorithm, RoundContext
 from lightning_fl.callbacks.fedprox import FedProx
 from lightning_fl.callbacks.malicious import MaliciousClients
 from lightning_fl.callbacks.simulated_devices import SimulatedDevices
+from lightning_fl.checks import check_choice, check_fraction
 from lightning_fl.exceptions import FederatedConfigError
 from lightning_fl.nn.dropout_groups import DropoutGroup, find_dropout_groups
 from lightning_fl.nn.submodel import SubmodelPlan, module_tensors
@@ -60,12 +61,8 @@ class FederatedDropout(FederatedAlgorithm):
         self, keep: float = 0.75, per: Per = "client", groups: Sequence[DropoutGroup | dict[str, Any]] | None = None
     ) -> None:
         super().__init__()
-        if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0.0 < keep <= 1.0:
-            raise FederatedConfigError(f"keep must be a fraction in (0, 1], got {keep!r}")
-        if per not in ("client", "round"):
-            raise FederatedConfigError(f"per must be 'client' or 'round', got {per!r}")
-        self.keep = float(keep)
-        self.per: Per = per
+        self.keep = check_fraction("keep", keep, low_open=True)
+        self.per: Per = check_choice("per", per, ("client", "round"))
         self.groups = None if groups is None else [_as_group(g) for g in groups]
         self._submodels: ClientSubmodels | None = None
 
@@ -127,7 +124,7 @@ def _as_group(group: DropoutGroup | dict[str, Any]) -> DropoutGroup:
     if isinstance(group, DropoutGroup):
         return group
     if isinstance(group, dict) and set(group) <= {"size", "members", "name"} and {"size", "members"} <= set(group):
-        return DropoutGroup(group["size"], list(group["members"]), name=str(group.get("name", "")))
+        return DropoutGroup(group["size"], group["members"], name=str(group.get("name", "")))
     raise FederatedConfigError(
         f"a dropout group must be a DropoutGroup or a dict with 'size' and 'members' (and optionally 'name'), got "
         f"{group!r}"

@@ -12,6 +12,7 @@ from torch.nn.utils import parametrize
 from typing_extensions import override
 
 from lightning_fl.callbacks.algorithm import ClientContext, FederatedAlgorithm, FederatedContext
+from lightning_fl.checks import check_bool, check_strings
 from lightning_fl.codecs.base import Codec
 from lightning_fl.codecs.masked_noise import MaskedNoiseCodec
 from lightning_fl.exceptions import FederatedConfigError
@@ -43,7 +44,7 @@ class MaskedRandomNoise(FederatedAlgorithm):
         noise: ``"uniform"`` on (-1, 1), ``"gaussian"`` or ``"rademacher"``.
         sigma: Noise scale; ``None`` takes the published default (0.01 binary, 0.005 signed).
         progressive: Progressive stochastic masking (``p_t = t / T``); ``False`` samples every element every step.
-        modules: Names of the modules to mask (``None``: every Linear and Conv layer).
+        modules: Names of the modules to mask (``None``: every Linear and Conv layer); one string is one name.
 
     Example:
         >>> MaskedRandomNoise(mask="signed").sigma
@@ -56,7 +57,7 @@ class MaskedRandomNoise(FederatedAlgorithm):
         noise: NoiseKind = "uniform",
         sigma: float | None = None,
         progressive: bool = True,
-        modules: Sequence[str] | None = None,
+        modules: str | Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         sigma = (0.01 if mask == "binary" else 0.005) if sigma is None else sigma
@@ -64,8 +65,8 @@ class MaskedRandomNoise(FederatedAlgorithm):
         self.mask: MaskKind = mask
         self.noise: NoiseKind = noise
         self.sigma = float(sigma)
-        self.progressive = progressive
-        self.modules = None if modules is None else list(modules)
+        self.progressive = check_bool("progressive", progressive)
+        self.modules = None if modules is None else list(check_strings("modules", modules, allow_empty=False))
         self.codec = MaskedNoiseCodec(mask, noise, self.sigma)
         self._layers: dict[str, MaskedNoise] = {}  # state name of W -> its parametrization
         self._modules: list[nn.Module] = []

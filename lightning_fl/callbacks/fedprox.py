@@ -7,7 +7,7 @@ import torch
 from typing_extensions import override
 
 from lightning_fl.callbacks.algorithm import FederatedAlgorithm
-from lightning_fl.exceptions import FederatedConfigError
+from lightning_fl.checks import check_non_negative
 
 
 class FedProx(FederatedAlgorithm):
@@ -26,10 +26,8 @@ class FedProx(FederatedAlgorithm):
     """
 
     def __init__(self, mu: float = 0.01) -> None:
-        if not mu >= 0:
-            raise FederatedConfigError(f"mu must be >= 0, got {mu}")
         super().__init__()
-        self.mu = float(mu)
+        self.mu = check_non_negative("mu", mu)
 
     @override
     @torch.no_grad()

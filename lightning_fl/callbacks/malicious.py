@@ -10,6 +10,7 @@ import torch
 from typing_extensions import override
 
 from lightning_fl.callbacks.algorithm import ClientContext, FederatedAlgorithm, FederatedContext
+from lightning_fl.checks import check_choice, check_fraction, check_int, check_positive
 from lightning_fl.exceptions import FederatedConfigError
 from lightning_fl.seeding import derive_seed
 
@@ -57,19 +58,11 @@ class MaliciousClients(FederatedAlgorithm):
         seed: int | None = None,
     ) -> None:
         super().__init__()
-        if not 0.0 <= fraction <= 1.0:
-            raise FederatedConfigError(f"fraction must be in [0, 1], got {fraction}")
-        if attack not in ATTACKS:
-            raise FederatedConfigError(f"attack must be one of {ATTACKS}, got {attack!r}")
-        if not scale > 0:
-            raise FederatedConfigError(f"scale must be > 0, got {scale}")
-        if num_classes is not None and (isinstance(num_classes, bool) or num_classes < 2):
-            raise FederatedConfigError(f"num_classes must be None or an integer >= 2, got {num_classes!r}")
-        self.fraction = float(fraction)
-        self.attack: Attack = attack
-        self.scale = float(scale)
-        self.num_classes = num_classes
-        self.seed = seed
+        self.fraction = check_fraction("fraction", fraction)
+        self.attack: Attack = check_choice("attack", attack, ATTACKS)
+        self.scale = check_positive("scale", scale)
+        self.num_classes = None if num_classes is None else check_int("num_classes", num_classes, low=2)
+        self.seed = None if seed is None else check_int("seed", seed, low=0)
         self.clients: frozenset[int] = frozenset()
 
     @override

@@ -11,6 +11,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from typing_extensions import override
 
 from lightning_fl.callbacks.algorithm import ClientContext, FederatedAlgorithm, FederatedContext
+from lightning_fl.checks import check_strings
 from lightning_fl.exceptions import FederatedConfigError
 from lightning_fl.server.client_store import ClientStore
 from lightning_fl.server.flat import FlatState
@@ -110,22 +111,21 @@ class PersonalLayers(_LocalModules):
 
     Args:
         modules: Names of the modules that stay local, as in ``pl_module.named_modules()`` (e.g.
-            ``["backbone.9"]`` for the last layer of a :class:`~lightning_fl.nn.SmallCNN` backbone).
+            ``["backbone.9"]`` for the last layer of a :class:`~lightning_fl.nn.SmallCNN` backbone); one string is one
+            name.
         max_clients: Keep the personal copies of at most this many clients per process (``None``: all).
 
     Raises:
-        FederatedConfigError: If ``modules`` is empty or not a list of names.
+        FederatedConfigError: If ``modules`` is empty or not a name or a list of names.
 
     Example:
         >>> PersonalLayers(modules=["backbone.9"]).modules
         ['backbone.9']
     """
 
-    def __init__(self, modules: list[str], max_clients: int | None = None) -> None:
+    def __init__(self, modules: str | list[str], max_clients: int | None = None) -> None:
         super().__init__(max_clients)
-        if isinstance(modules, str) or not modules or not all(isinstance(m, str) and m for m in modules):
-            raise FederatedConfigError(f"modules must be a non-empty list of module names, got {modules!r}")
-        self.modules = list(modules)
+        self.modules = list(check_strings("modules", modules, allow_empty=False))
 
     @override
     def _module_names(self, pl_module: "pl.LightningModule") -> list[str]:

@@ -14,6 +14,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from typing_extensions import override
 
 from lightning_fl.callbacks.algorithm import FederatedAlgorithm, FederatedContext, RoundContext
+from lightning_fl.checks import check_int, check_positive
 from lightning_fl.datamodules.loaders import make_batch_loader
 from lightning_fl.datamodules.plan import client_batches
 from lightning_fl.exceptions import FederatedConfigError
@@ -52,15 +53,9 @@ class PersonalizedEvaluation(FederatedAlgorithm):
 
     def __init__(self, every_n_rounds: int = 1, finetune_steps: int = 5, lr: float | None = None) -> None:
         super().__init__()
-        if isinstance(every_n_rounds, bool) or not isinstance(every_n_rounds, int) or every_n_rounds < 1:
-            raise FederatedConfigError(f"every_n_rounds must be an integer >= 1, got {every_n_rounds!r}")
-        if isinstance(finetune_steps, bool) or not isinstance(finetune_steps, int) or finetune_steps < 0:
-            raise FederatedConfigError(f"finetune_steps must be an integer >= 0, got {finetune_steps!r}")
-        if lr is not None and not lr > 0:
-            raise FederatedConfigError(f"lr must be None or > 0, got {lr}")
-        self.every_n_rounds = every_n_rounds
-        self.finetune_steps = finetune_steps
-        self.lr = lr
+        self.every_n_rounds = check_int("every_n_rounds", every_n_rounds, low=1)
+        self.finetune_steps = check_int("finetune_steps", finetune_steps, low=0)
+        self.lr = None if lr is None else check_positive("lr", lr)
         self.client_accuracy: np.ndarray = np.zeros(0)
         self.history: list[dict[str, float]] = []
 

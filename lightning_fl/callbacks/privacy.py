@@ -10,10 +10,14 @@ import torch
 from typing_extensions import override
 
 from lightning_fl.callbacks.algorithm import ClientContext, FederatedAlgorithm, FederatedContext, RoundContext
+from lightning_fl.checks import check_float, check_fraction, check_positive
 from lightning_fl.exceptions import FederatedConfigError
 from lightning_fl.seeding import generator
 from lightning_fl.server.aggregator import Aggregator, WeightedMeanAggregator
 from lightning_fl.server.robust import NormClippingAggregator
+
+#: Largest noise multiplier accepted.
+MAX_NOISE_MULTIPLIER = 1e6
 
 
 class DifferentialPrivacy(FederatedAlgorithm):
@@ -33,8 +37,8 @@ class DifferentialPrivacy(FederatedAlgorithm):
 
     Args:
         clip_norm: Largest L2 norm of a client's update, ``C > 0``.
-        noise_multiplier: ``z >= 0``; the noise on the sum has standard deviation ``z * C`` (0: clipping only, and
-            epsilon is infinite).
+        noise_multiplier: ``z`` in ``[0, 1e6]``; the noise on the sum has standard deviation ``z * C`` (0: clipping
+            only, and epsilon is infinite).
         delta: The delta at which epsilon is reported, in (0, 1).
 
     Raises:
@@ -50,15 +54,10 @@ class DifferentialPrivacy(FederatedAlgorithm):
 
     def __init__(self, clip_norm: float = 1.0, noise_multiplier: float = 1.0, delta: float = 1e-5) -> None:
         super().__init__()
-        if not clip_norm > 0:
-            raise FederatedConfigError(f"clip_norm must be > 0, got {clip_norm}")
-        if not noise_multiplier >= 0:
-            raise FederatedConfigError(f"noise_multiplier must be >= 0, got {noise_multiplier}")
-        if not 0 < delta < 1:
-            raise FederatedConfigError(f"delta must be in (0, 1), got {delta}")
-        self.clip_norm = float(clip_norm)
-        self.noise_multiplier = float(noise_multiplier)
-        self.delta = float(delta)
+        self.clip_norm = check_positive("clip_norm", clip_norm)
+        # 1e6 is far past any useful value (epsilon stops falling near z = 1e3); opacus overflows on z**2 near 1e154
+        self.noise_multiplier = check_float("noise_multiplier", noise_multiplier, 0, MAX_NOISE_MULTIPLIER)
+        self.delta = check_fraction("delta", delta, low_open=True, high_open=True)
         self.sample_rate: float | None = None
         self.epsilon = 0.0
         self.accountant = _rdp_accountant()

@@ -8,6 +8,8 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import TQDMProgressBar
 from typing_extensions import override
 
+from lightning_fl.checks import check_bool, check_int
+
 
 class RoundProgressBar(TQDMProgressBar):
     """One bar for the whole run that advances once per round, showing the round, the client being trained and
@@ -27,6 +29,9 @@ class RoundProgressBar(TQDMProgressBar):
     """
 
     def __init__(self, refresh_rate: int = 5, process_position: int = 0, leave: bool = True) -> None:
+        check_int("refresh_rate", refresh_rate, low=1)  # 0 would divide by zero below; leave the bar out instead
+        check_int("process_position", process_position, low=0)
+        check_bool("leave", leave)
         super().__init__(refresh_rate=refresh_rate, process_position=process_position, leave=leave)
 
     @override

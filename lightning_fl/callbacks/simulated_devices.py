@@ -12,6 +12,7 @@ from lightning_fabric.utilities.apply_func import move_data_to_device
 from typing_extensions import override
 
 from lightning_fl.callbacks.algorithm import FederatedAlgorithm, RoundContext
+from lightning_fl.checks import check_int, check_positive
 from lightning_fl.datamodules.federated import FederatedDataModule
 from lightning_fl.datamodules.loaders import make_batch_loader
 from lightning_fl.datamodules.plan import Participation
@@ -45,11 +46,10 @@ class SimulatedDevices(FederatedAlgorithm, ABC):
             raise FederatedConfigError(
                 f"profiles must be a preset name, a .csv/.json path or ClientProfiles, got {type(profiles).__name__}"
             )
-        if flops_per_sample is not None and not (isinstance(flops_per_sample, (int, float)) and flops_per_sample > 0):
-            raise FederatedConfigError(f"flops_per_sample must be > 0 or None (counted), got {flops_per_sample!r}")
         self.profiles = profiles
-        self.flops_per_sample = None if flops_per_sample is None else float(flops_per_sample)
-        self.seed = seed
+        flops = flops_per_sample
+        self.flops_per_sample = None if flops is None else check_positive("flops_per_sample", flops)
+        self.seed = None if seed is None else check_int("seed", seed, low=0)
         # state that survives checkpoints
         self.sim_seconds_total = 0.0
         self.energy_joules_total = 0.0

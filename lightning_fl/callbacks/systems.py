@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytorch_lightning as pl
 import torch
@@ -11,6 +9,7 @@ from typing_extensions import override
 
 from lightning_fl.callbacks.algorithm import ClientContext, RoundContext
 from lightning_fl.callbacks.simulated_devices import SimulatedDevices
+from lightning_fl.checks import check_bool, check_choice, check_int, check_non_negative, check_positive
 from lightning_fl.datamodules.plan import Participation
 from lightning_fl.exceptions import FederatedConfigError
 from lightning_fl.systems.clock import fednova_scales
@@ -108,21 +107,17 @@ class SystemsSimulation(SimulatedDevices):
         seed: int | None = None,
     ) -> None:
         super().__init__(profiles, flops_per_sample, seed)
-        if deadline is not None and not (isinstance(deadline, (int, float)) and 0 < deadline < math.inf):
-            raise FederatedConfigError(f"deadline must be a number of seconds > 0 or None, got {deadline!r}")
-        if stragglers not in ("drop", "partial"):
-            raise FederatedConfigError(f"stragglers must be 'drop' or 'partial', got {stragglers!r}")
-        if not (isinstance(over_selection, (int, float)) and 0 <= over_selection < math.inf):
-            raise FederatedConfigError(f"over_selection must be a finite number >= 0, got {over_selection!r}")
-        if isinstance(min_local_steps, bool) or not isinstance(min_local_steps, int) or min_local_steps < 1:
-            raise FederatedConfigError(f"min_local_steps must be an integer >= 1, got {min_local_steps!r}")
-        if selection not in ("random", "capable"):
-            raise FederatedConfigError(f"selection must be 'random' or 'capable', got {selection!r}")
+        self.deadline = None if deadline is None else check_positive("deadline", deadline)
+        check_choice("stragglers", stragglers, ("drop", "partial"))
+        check_non_negative("over_selection", over_selection)
+        check_int("min_local_steps", min_local_steps, low=1)
+        check_choice("selection", selection, ("random", "capable"))
+        for name, flag in (("dynamic_work", dynamic_work), ("failures", failures), ("fednova", fednova)):
+            check_bool(name, flag)
         for name, needs in (("stragglers='partial'", stragglers == "partial"), ("dynamic_work=True", dynamic_work),
                             ("selection='capable'", selection == "capable")):
             if needs and deadline is None:
                 raise FederatedConfigError(f"{name} needs a deadline, got deadline=None")
-        self.deadline = None if deadline is None else float(deadline)
         self.rules = RoundRules(
             deadline=self.deadline, stragglers=stragglers, over_selection=float(over_selection),
             dynamic_work=bool(dynamic_work), min_local_steps=min_local_steps, selection=selection,

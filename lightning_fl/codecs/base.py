@@ -70,7 +70,10 @@ class Payload:
         (hlen,) = struct.unpack_from("<I", data)
         if 4 + hlen > len(data):
             raise PayloadError(f"payload announces a {hlen}-byte header but holds only {len(data) - 4} bytes")
-        body = torch.frombuffer(bytearray(data[4 + hlen :]), dtype=torch.uint8).to(device)
+        raw = data[4 + hlen :]
+        # torch.frombuffer refuses an empty buffer; a zero-element tensor (or a codec that sends only a header) has one
+        body = torch.frombuffer(bytearray(raw), dtype=torch.uint8) if raw else torch.empty(0, dtype=torch.uint8)
+        body = body.to(device)
         return cls(codec=codec, header=bytes(data[4 : 4 + hlen]), body=body)
 
 

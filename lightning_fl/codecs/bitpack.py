@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from lightning_fl.checks import check_int
 from lightning_fl.exceptions import FederatedConfigError, PayloadError
 
 _INT_DTYPES = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
@@ -27,8 +28,7 @@ def packed_nbytes(count: int, bits: int) -> int:
 
 
 def _check_bits(bits: int) -> None:
-    if not isinstance(bits, int) or isinstance(bits, bool) or not 1 <= bits <= 16:
-        raise FederatedConfigError(f"bits must be an integer in [1, 16], got {bits!r}")
+    check_int("bits", bits, low=1, high=16)
 
 
 def _word_layout(rem: int) -> tuple[torch.dtype, int]:

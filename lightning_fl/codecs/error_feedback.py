@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from lightning_fl.checks import check_int
 from lightning_fl.codecs.base import Codec, Payload
 from lightning_fl.exceptions import FederatedConfigError, PayloadError
 
@@ -47,8 +48,8 @@ class ErrorFeedback(Codec):
     def __init__(self, codec: Codec, max_streams: int | None = None) -> None:
         if not isinstance(codec, Codec):
             raise FederatedConfigError(f"codec must be a Codec, got {type(codec).__name__}")
-        if max_streams is not None and (not isinstance(max_streams, int) or max_streams < 1):
-            raise FederatedConfigError(f"max_streams must be None or an integer >= 1, got {max_streams!r}")
+        if max_streams is not None:
+            check_int("max_streams", max_streams, low=1)
         if codec.unbiased and not codec.lossless:
             warnings.warn(
                 f"ErrorFeedback({codec!r}): error feedback is meant for biased, contractive codecs (TopK, "

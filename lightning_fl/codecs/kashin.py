@@ -6,10 +6,10 @@ import math
 
 import torch
 
+from lightning_fl.checks import check_bool, check_fraction, check_int, check_positive
 from lightning_fl.codecs._rng import random_signs, seeded_generator
 from lightning_fl.codecs.hadamard import fwht, next_power_of_two
 from lightning_fl.codecs.stage import WORK_DTYPE, StageContext, StageLayout, StageOutput, TransformStage
-from lightning_fl.exceptions import FederatedConfigError
 
 
 class Kashin(TransformStage):
@@ -60,19 +60,11 @@ class Kashin(TransformStage):
         delta: float = 1.0,
         lossless: bool = True,
     ) -> None:
-        if not 0.0 < redundancy_threshold <= 1.0:
-            raise FederatedConfigError(f"redundancy_threshold must be in (0, 1], got {redundancy_threshold!r}")
-        if not isinstance(iters, int) or iters < 1:
-            raise FederatedConfigError(f"iters must be an integer >= 1, got {iters!r}")
-        if not 0.0 < eta <= 1.0:
-            raise FederatedConfigError(f"eta must be in (0, 1], got {eta!r}")
-        if not delta > 0.0:
-            raise FederatedConfigError(f"delta must be positive, got {delta!r}")
-        self.redundancy_threshold = float(redundancy_threshold)
-        self.iters = iters
-        self.eta = float(eta)
-        self.delta = float(delta)
-        self.lossless = self.unbiased = bool(lossless)
+        self.redundancy_threshold = check_fraction("redundancy_threshold", redundancy_threshold, low_open=True)
+        self.iters = check_int("iters", iters, low=1)
+        self.eta = check_fraction("eta", eta, low_open=True)
+        self.delta = check_positive("delta", delta)
+        self.lossless = self.unbiased = check_bool("lossless", lossless)
 
     def _repr_args(self) -> dict[str, object]:
         return {

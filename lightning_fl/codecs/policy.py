@@ -8,8 +8,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 
+from lightning_fl.checks import check_int, check_strings
 from lightning_fl.codecs.base import Codec, Identity
-from lightning_fl.exceptions import FederatedConfigError
 
 Shape = torch.Size | Sequence[int]
 NamedShapes = Mapping[str, torch.Tensor | Shape] | Iterable[tuple[str, torch.Tensor | Shape]]
@@ -24,11 +24,12 @@ class TensorPolicy:
 
     Args:
         min_numel: Smallest number of elements worth compressing.
-        include: Compress only tensors whose name matches one of these patterns (None: all).
-        exclude: Never compress tensors whose name matches one of these patterns.
+        include: Compress only tensors whose name matches one of these patterns (None: all). One string is one
+            pattern (``include="*.weight"``), not a list of characters.
+        exclude: Never compress tensors whose name matches one of these patterns (a string is one pattern).
 
     Raises:
-        FederatedConfigError: If ``min_numel`` is negative.
+        FederatedConfigError: If ``min_numel`` is not an integer >= 0, or a pattern is not a string.
 
     Example:
         >>> policy = TensorPolicy(min_numel=1024, exclude=["*.bias"])
@@ -36,12 +37,12 @@ class TensorPolicy:
         (True, False)
     """
 
-    def __init__(self, min_numel: int = 1024, include: list[str] | None = None, exclude: list[str] | None = None):
-        if not isinstance(min_numel, int) or min_numel < 0:
-            raise FederatedConfigError(f"min_numel must be a non-negative integer, got {min_numel!r}")
-        self.min_numel = min_numel
-        self.include = list(include) if include is not None else None
-        self.exclude = list(exclude or [])
+    def __init__(
+        self, min_numel: int = 1024, include: str | list[str] | None = None, exclude: str | list[str] | None = None
+    ) -> None:
+        self.min_numel = check_int("min_numel", min_numel, low=0)
+        self.include = list(check_strings("include", include)) if include is not None else None
+        self.exclude = list(check_strings("exclude", exclude))
 
     def reason(self, name: str, shape: Shape, dtype: torch.dtype | None = None) -> str | None:
         """Why ``name`` travels raw, or None when the codec applies. ``dtype=None`` skips the dtype check."""

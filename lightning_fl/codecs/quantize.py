@@ -7,10 +7,11 @@ import struct
 
 import torch
 
+from lightning_fl.checks import check_bool, check_int
 from lightning_fl.codecs._rng import seeded_generator, uniform
 from lightning_fl.codecs.bitpack import _pack, pack_bits, packed_nbytes, unpack_bits
 from lightning_fl.codecs.stage import WORK_DTYPE, StageContext, TerminalStage
-from lightning_fl.exceptions import FederatedConfigError, FederatedRuntimeError, PayloadError
+from lightning_fl.exceptions import FederatedRuntimeError, PayloadError
 
 _RANGE = struct.Struct("<ff")
 _SCALE = struct.Struct("<f")
@@ -55,10 +56,8 @@ class StochasticQuantizer(TerminalStage):
     header_size = _RANGE.size
 
     def __init__(self, bits: int = 8, deterministic: bool = False) -> None:
-        if not isinstance(bits, int) or isinstance(bits, bool) or not 1 <= bits <= 16:
-            raise FederatedConfigError(f"bits must be in [1, 16], got {bits!r}")
-        self.bits = bits
-        self.deterministic = bool(deterministic)
+        self.bits = check_int("bits", bits, low=1, high=16)
+        self.deterministic = check_bool("deterministic", deterministic)
         self.unbiased = not self.deterministic
 
     @property

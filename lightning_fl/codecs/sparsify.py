@@ -13,6 +13,7 @@ from abc import abstractmethod
 
 import torch
 
+from lightning_fl.checks import check_fraction, check_int
 from lightning_fl.codecs.stage import (
     WORK_DTYPE,
     StageContext,
@@ -161,12 +162,8 @@ class TopK(_Sparsifier):
     def __init__(self, fraction: float | None = None, k: int | None = None) -> None:
         if (fraction is None) == (k is None):
             raise FederatedConfigError(f"give exactly one of fraction and k, got fraction={fraction!r}, k={k!r}")
-        if fraction is not None and not 0.0 < fraction <= 1.0:
-            raise FederatedConfigError(f"fraction must be in (0, 1], got {fraction!r}")
-        if k is not None and (not isinstance(k, int) or k < 1):
-            raise FederatedConfigError(f"k must be an integer >= 1, got {k!r}")
-        self.fraction = None if fraction is None else float(fraction)
-        self.k = k
+        self.fraction = None if fraction is None else check_fraction("fraction", fraction, low_open=True)
+        self.k = None if k is None else check_int("k", k, low=1)
         self.lossless = self.unbiased = self.fraction == 1.0
 
     def _repr_args(self) -> dict[str, object]:
@@ -206,9 +203,7 @@ class MagnitudePrune(_Sparsifier):
     header_size = _COUNT.size
 
     def __init__(self, density: float = 0.1) -> None:
-        if not 0.0 < density <= 1.0:
-            raise FederatedConfigError(f"density must be in (0, 1], got {density!r}")
-        self.density = float(density)
+        self.density = check_fraction("density", density, low_open=True)
         self.lossless = self.unbiased = self.density == 1.0
 
     def _repr_args(self) -> dict[str, object]:

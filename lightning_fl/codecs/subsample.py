@@ -7,9 +7,10 @@ import struct
 
 import torch
 
+from lightning_fl.checks import check_fraction
 from lightning_fl.codecs._rng import seeded_generator, uniform
 from lightning_fl.codecs.stage import WORK_DTYPE, StageContext, StageLayout, StageOutput, TransformStage
-from lightning_fl.exceptions import FederatedConfigError, PayloadError
+from lightning_fl.exceptions import PayloadError
 
 _COUNT = struct.Struct("<I")
 
@@ -68,9 +69,7 @@ class Subsample(TransformStage):
     header_size = _COUNT.size
 
     def __init__(self, fraction: float = 0.25) -> None:
-        if not 0.0 < fraction <= 1.0:
-            raise FederatedConfigError(f"fraction must be in (0, 1], got {fraction!r}")
-        self.fraction = float(fraction)
+        self.fraction = check_fraction("fraction", fraction, low_open=True)
         self.lossless = self.fraction == 1.0
 
     def _repr_args(self) -> dict[str, object]:

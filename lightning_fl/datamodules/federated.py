@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 from torch.utils.data import Dataset
 from typing_extensions import override
 
+from lightning_fl.checks import check_bool, check_fraction, check_int
 from lightning_fl.datamodules.datasets.base import DatasetSource, Splits
 from lightning_fl.datamodules.labels import LabelFn, dataset_labels
 from lightning_fl.datamodules.loaders import eval_batches, make_batch_loader
@@ -104,10 +105,11 @@ class FederatedDataModule(pl.LightningDataModule):
         for name, value in (("collate_fn", collate_fn), ("label_fn", label_fn)):
             if value is not None and not callable(value):
                 raise FederatedConfigError(f"{name} must be a callable or None, got {type(value).__name__}")
-        if not isinstance(drop_last, bool):
-            raise FederatedConfigError(f"drop_last must be True or False, got {drop_last!r}")
-        if not 0.0 <= local_val_fraction < 1.0:
-            raise FederatedConfigError(f"local_val_fraction must be in [0, 1), got {local_val_fraction}")
+        check_bool("drop_last", drop_last)
+        check_fraction("local_val_fraction", local_val_fraction, high_open=True)
+        check_bool("pin_memory", pin_memory)
+        check_bool("shuffle", shuffle)
+        check_int("seed", seed, low=0)
         if partitioner is None:
             from lightning_fl.datamodules.partitioners import IIDPartitioner
 
@@ -310,5 +312,4 @@ class FederatedDataModule(pl.LightningDataModule):
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise FederatedConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    check_int(name, value, low=minimum)

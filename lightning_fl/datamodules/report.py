@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lightning_fl.checks import check_int
 from lightning_fl.exceptions import FederatedConfigError
 
 if TYPE_CHECKING:
@@ -112,13 +113,11 @@ def partition_report(
     if labels.size and labels.min() < 0:
         raise FederatedConfigError(f"labels must be >= 0, got {int(labels.min())}")
     observed = int(labels.max()) + 1 if labels.size else 0
-    if num_classes is None:
-        num_classes = observed
-    elif isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < observed:
+    if num_classes is not None and check_int("num_classes", num_classes) < observed:
         raise FederatedConfigError(
             f"num_classes must be an integer >= max(labels) + 1 = {observed}, got {num_classes!r}"
         )
-    num_classes = int(num_classes)
+    num_classes = observed if num_classes is None else int(num_classes)
     histograms = np.zeros((len(parts), num_classes), dtype=np.int64)
     for client_id, part in enumerate(parts):
         part = np.asarray(part, dtype=np.int64)
@@ -194,8 +193,7 @@ def plot_partition(
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
-    if isinstance(max_clients, bool) or int(max_clients) != max_clients or max_clients < 1:
-        raise FederatedConfigError(f"max_clients must be an integer >= 1, got {max_clients!r}")
+    check_int("max_clients", max_clients, low=1)
     if labels is None:
         raise FederatedConfigError("plot_partition draws label counts per client and needs labels, got labels=None")
     report = partition_report(parts, labels, num_classes)

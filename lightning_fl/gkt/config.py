@@ -8,6 +8,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from lightning_fl.checks import check_bool, check_choice, check_int, check_non_negative, check_positive
 from lightning_fl.exceptions import FederatedConfigError
 
 _POSITIVE_INTS = ("num_classes", "in_channels", "server_epochs", "server_batch_size", "eval_batch_size")
@@ -22,24 +23,19 @@ def check_gkt_args(args: dict[str, Any]) -> None:
         >>> check_gkt_args({"alpha": -1.0})
         Traceback (most recent call last):
         ...
-        lightning_fl.exceptions.FederatedConfigError: alpha must be >= 0, got -1.0
+        lightning_fl.exceptions.FederatedConfigError: alpha must be a finite number >= 0, got -1.0
     """
     for name in _POSITIVE_INTS:
-        value = args.get(name, 1)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise FederatedConfigError(f"{name} must be an integer >= 1, got {value!r}")
+        check_int(name, args.get(name, 1), low=1)
     for name in _NON_NEGATIVE:
-        value = args.get(name, 0.0)
-        if not isinstance(value, (int, float)) or not value >= 0:
-            raise FederatedConfigError(f"{name} must be >= 0, got {value!r}")
+        check_non_negative(name, args.get(name, 0.0))
     for name in _POSITIVE:
-        value = args.get(name, 1.0)
-        if not isinstance(value, (int, float)) or not value > 0:
-            raise FederatedConfigError(f"{name} must be > 0, got {value!r}")
-    if args.get("optimizer", "adam") not in ("adam", "sgd"):
-        raise FederatedConfigError(f"optimizer must be 'adam' or 'sgd', got {args['optimizer']!r}")
-    if args.get("eval_clients", "round") not in ("round", "first"):
-        raise FederatedConfigError(f"eval_clients must be 'round' or 'first', got {args['eval_clients']!r}")
+        check_positive(name, args.get(name, 1.0))
+    check_choice("optimizer", args.get("optimizer", "adam"), ("adam", "sgd"))
+    check_choice("eval_clients", args.get("eval_clients", "round"), ("round", "first"))
+    check_bool("keep_client_optimizer_state", args.get("keep_client_optimizer_state", True))
+    if args.get("seed") is not None:
+        check_int("seed", args["seed"], low=0)
 
 
 def check_gkt_trainer(trainer: "pl.Trainer") -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from lightning_fl.checks import check_positive
 from lightning_fl.exceptions import FederatedConfigError
 
 
@@ -30,8 +31,7 @@ def kd_per_sample(student: torch.Tensor, teacher: torch.Tensor, temperature: flo
         >>> kd_per_sample(z, z).abs().max().item() < 1e-6
         True
     """
-    if not temperature > 0:
-        raise FederatedConfigError(f"temperature must be > 0, got {temperature}")
+    check_positive("temperature", temperature)
     if student.shape != teacher.shape:
         raise FederatedConfigError(
             f"student and teacher logits must have the same shape, got {tuple(student.shape)} and "

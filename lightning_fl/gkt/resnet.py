@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lightning_fl.checks import check_int
 from lightning_fl.exceptions import FederatedConfigError
 
 EXPANSION = 4
@@ -229,5 +230,4 @@ def resnet110_body(num_classes: int = 10) -> ResNetServerBody:
 
 
 def _positive(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise FederatedConfigError(f"{name} must be an integer >= 1, got {value!r}")
+    check_int(name, value, low=1)

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from lightning_fl.checks import check_int
 from lightning_fl.exceptions import FederatedConfigError
 
 State = dict[str, Any]
@@ -114,8 +115,7 @@ class ClientStateStore:
 
     def __init__(self, max_resident: int | None = None, spill_dir: str | None = None) -> None:
         if max_resident is not None:
-            if isinstance(max_resident, bool) or not isinstance(max_resident, int) or max_resident < 1:
-                raise FederatedConfigError(f"max_resident must be None or an integer >= 1, got {max_resident!r}")
+            check_int("max_resident", max_resident, low=1)
             if spill_dir is None:
                 raise FederatedConfigError(
                     f"spill_dir is required with max_resident={max_resident} (states beyond it are written there)"

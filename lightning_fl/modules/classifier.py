@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightning_fl.exceptions import FederatedConfigError
+from lightning_fl.checks import check_bool, check_choice, check_float, check_int, check_non_negative
 from lightning_fl.nn.models import MLP
 
 
@@ -46,12 +46,12 @@ class ClassifierModule(pl.LightningModule):
         log_train_loss: bool = True,
     ) -> None:
         super().__init__()
-        if optimizer not in ("sgd", "adam"):
-            raise FederatedConfigError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
-        if not lr > 0:
-            raise FederatedConfigError(f"lr must be > 0, got {lr}")
-        if num_classes < 2:
-            raise FederatedConfigError(f"num_classes must be >= 2, got {num_classes}")
+        check_choice("optimizer", optimizer, ("sgd", "adam"))
+        check_float("lr", lr, low=0, low_open=True)
+        check_float("momentum", momentum, 0, 1, high_open=True)
+        check_non_negative("weight_decay", weight_decay)
+        check_int("num_classes", num_classes, low=2)
+        check_bool("log_train_loss", log_train_loss)
         self.save_hyperparameters(ignore=["backbone"])
         self.backbone = backbone if backbone is not None else MLP(64, [128], num_classes)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")

@@ -12,11 +12,13 @@ from __future__ import annotations
 import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from lightning_fl.checks import check_int
 from lightning_fl.exceptions import FederatedConfigError
 
 
@@ -57,7 +59,7 @@ class DropoutGroup:
 
     Args:
         size: Number of units (features of a Linear layer, channels of a Conv layer).
-        members: The slices, as :class:`TensorSlice` or ``"name:dim[:factor]"`` strings.
+        members: The slices, as :class:`TensorSlice` or ``"name:dim[:factor]"`` strings (one string: one member).
         name: A label for reports (the producing layer).
 
     Example:
@@ -71,9 +73,13 @@ class DropoutGroup:
     name: str = ""
 
     def __post_init__(self) -> None:
-        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1:
-            raise FederatedConfigError(f"a group's size must be a positive int, got {self.size!r}")
-        self.members = [TensorSlice.parse(m) for m in self.members]
+        check_int("size", self.size, low=1)
+        members: Any = self.members
+        if isinstance(members, (str, TensorSlice)):  # one member, not a sequence of characters
+            members = [members]
+        if not isinstance(members, Sequence):
+            raise FederatedConfigError(f"members must be a list of 'name:dim[:factor]' strings, got {members!r}")
+        self.members = [TensorSlice.parse(m) for m in members]
 
 
 # Modules and functions that act on each channel separately: a dropped unit stays dropped through them.

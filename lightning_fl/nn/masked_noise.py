@@ -13,6 +13,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from lightning_fl.checks import check_bool, check_choice, check_positive
 from lightning_fl.codecs.bitpack import pack_bits, packed_nbytes, unpack_bits
 from lightning_fl.exceptions import FederatedConfigError, PayloadError
 
@@ -29,12 +30,9 @@ def check_masked_noise(mask: str, noise: str, sigma: float) -> None:
     Raises:
         FederatedConfigError: Naming the argument, what is allowed and what was given.
     """
-    if mask not in MASK_KINDS:
-        raise FederatedConfigError(f"mask must be one of {MASK_KINDS}, got {mask!r}")
-    if noise not in NOISE_KINDS:
-        raise FederatedConfigError(f"noise must be one of {NOISE_KINDS}, got {noise!r}")
-    if not sigma > 0:
-        raise FederatedConfigError(f"sigma must be > 0, got {sigma}")
+    check_choice("mask", mask, MASK_KINDS)
+    check_choice("noise", noise, NOISE_KINDS)
+    check_positive("sigma", sigma)
 
 
 def sample_noise(
@@ -131,7 +129,7 @@ class MaskedNoise(nn.Module):
         self.mask_kind: MaskKind = mask
         self.noise_kind: NoiseKind = noise
         self.sigma = float(sigma)
-        self.progressive = progressive
+        self.progressive = check_bool("progressive", progressive)
         self.u = nn.Parameter(torch.zeros(shape))
         self.register_buffer("noise", torch.full(tuple(shape), NOISE_FLOOR), persistent=False)
         self.noise_seed = 0

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from lightning_fl.checks import check_fraction, check_int
 from lightning_fl.exceptions import FederatedConfigError
 
 
@@ -31,8 +32,7 @@ class MLP(nn.Sequential):
         _positive("num_classes", num_classes)
         for width in hidden:
             _positive("hidden", width)
-        if not 0.0 <= dropout < 1.0:
-            raise FederatedConfigError(f"dropout must be in [0, 1), got {dropout}")
+        check_fraction("dropout", dropout, high_open=True)
         layers: list[nn.Module] = [nn.Flatten()]
         width = in_features
         for h in hidden:
@@ -64,10 +64,12 @@ class SmallCNN(nn.Sequential):
     ) -> None:
         _positive("in_channels", in_channels)
         _positive("num_classes", num_classes)
-        if image_size < 4 or image_size % 4:
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 4 or image_size % 4:
             raise FederatedConfigError(f"image_size must be a positive multiple of 4, got {image_size}")
         if len(channels) != 2:
             raise FederatedConfigError(f"channels must hold two widths, got {list(channels)}")
+        for width in channels:
+            _positive("channels", width)
         c1, c2 = channels
         super().__init__(
             nn.Conv2d(in_channels, c1, 3, padding=1),
@@ -84,5 +86,4 @@ class SmallCNN(nn.Sequential):
 
 
 def _positive(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise FederatedConfigError(f"{name} must be a positive integer, got {value!r}")
+    check_int(name, value, low=1)

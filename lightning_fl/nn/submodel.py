@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
+from lightning_fl.checks import check_fraction
 from lightning_fl.exceptions import FederatedConfigError
 from lightning_fl.nn.dropout_groups import DropoutGroup
 
@@ -46,8 +47,7 @@ class SubmodelPlan:
     """
 
     def __init__(self, module: nn.Module, groups: Sequence[DropoutGroup], keep: float) -> None:
-        if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0.0 < keep <= 1.0:
-            raise FederatedConfigError(f"keep must be a fraction in (0, 1], got {keep!r}")
+        check_fraction("keep", keep, low_open=True)
         self.keep = float(keep)
         self.groups = list(groups)
         self.kept_sizes = [max(1, round(self.keep * g.size)) for g in self.groups]

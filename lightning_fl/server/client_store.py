@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 import torch
 import torch.distributed as dist
 
-from lightning_fl.exceptions import FederatedConfigError
+from lightning_fl.checks import check_int
 
 T = TypeVar("T")
 
@@ -41,10 +41,7 @@ class ClientStore(Generic[T]):
     """
 
     def __init__(self, max_clients: int | None = None) -> None:
-        if max_clients is not None and (isinstance(max_clients, bool) or not isinstance(max_clients, int)
-                                        or max_clients < 1):
-            raise FederatedConfigError(f"max_clients must be None or an integer >= 1, got {max_clients!r}")
-        self.max_clients = max_clients
+        self.max_clients = None if max_clients is None else check_int("max_clients", max_clients, low=1)
         self._entries: OrderedDict[int, T] = OrderedDict()
 
     def get(self, client_id: int) -> T | None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from lightning_fl.checks import check_bool, check_float, check_positive
 from lightning_fl.exceptions import FederatedConfigError
 
 
@@ -23,8 +24,7 @@ class ServerOptimizer(ABC):
     """
 
     def __init__(self, lr: float) -> None:
-        _check_positive("lr", lr)
-        self.lr = float(lr)
+        self.lr = check_positive("lr", lr)
         self.state: dict[str, torch.Tensor] = {}
         self.steps = 0
 
@@ -77,12 +77,10 @@ class ServerSGD(ServerOptimizer):
 
     def __init__(self, lr: float = 1.0, momentum: float = 0.0, nesterov: bool = False) -> None:
         super().__init__(lr)
-        if not 0.0 <= momentum < 1.0:
-            raise FederatedConfigError(f"momentum must be in [0, 1), got {momentum}")
-        if nesterov and momentum == 0.0:
+        self.momentum = check_float("momentum", momentum, 0, 1, high_open=True)
+        self.nesterov = check_bool("nesterov", nesterov)
+        if nesterov and self.momentum == 0.0:
             raise FederatedConfigError("nesterov=True needs momentum > 0, got momentum=0.0")
-        self.momentum = float(momentum)
-        self.nesterov = nesterov
 
     def _apply(self, weights: torch.Tensor, delta: torch.Tensor) -> None:
         if self.momentum == 0.0:
@@ -103,11 +101,9 @@ class _AdaptiveServerOptimizer(ServerOptimizer):
 
     def __init__(self, lr: float, beta1: float, beta2: float, tau: float) -> None:
         super().__init__(lr)
-        for name, beta in (("beta1", beta1), ("beta2", beta2)):
-            if not 0.0 <= beta < 1.0:
-                raise FederatedConfigError(f"{name} must be in [0, 1), got {beta}")
-        _check_positive("tau", tau)
-        self.beta1, self.beta2, self.tau = float(beta1), float(beta2), float(tau)
+        self.beta1 = check_float("beta1", beta1, 0, 1, high_open=True)
+        self.beta2 = check_float("beta2", beta2, 0, 1, high_open=True)
+        self.tau = check_positive("tau", tau)
 
     def _apply(self, weights: torch.Tensor, delta: torch.Tensor) -> None:
         m = self._buffer("exp_avg", weights)
@@ -154,8 +150,3 @@ class ServerYogi(_AdaptiveServerOptimizer):
 
     def _second_moment(self, v: torch.Tensor, delta_sq: torch.Tensor) -> None:
         v.sub_(delta_sq * torch.sign(v - delta_sq), alpha=1.0 - self.beta2)
-
-
-def _check_positive(name: str, value: float) -> None:
-    if not value > 0:
-        raise FederatedConfigError(f"{name} must be > 0, got {value}")

@@ -14,7 +14,7 @@ from abc import abstractmethod
 import torch
 import torch.distributed as dist
 
-from lightning_fl.exceptions import FederatedConfigError
+from lightning_fl.checks import check_float, check_positive
 from lightning_fl.server.aggregator import Aggregator, WeightedMeanAggregator
 
 
@@ -140,9 +140,7 @@ class TrimmedMeanAggregator(_GatheringAggregator):
 
     def __init__(self, beta: float = 0.1) -> None:
         super().__init__()
-        if not 0.0 <= beta < 0.5:
-            raise FederatedConfigError(f"beta must be in [0, 0.5), got {beta}")
-        self.beta = float(beta)
+        self.beta = check_float("beta", beta, 0, 0.5, high_open=True)
 
     def _estimate(self, updates: torch.Tensor) -> torch.Tensor:
         return trimmed_mean(updates, self.beta)
@@ -167,9 +165,7 @@ class NormClippingAggregator(WeightedMeanAggregator):
 
     def __init__(self, max_norm: float = 1.0) -> None:
         super().__init__()
-        if not max_norm > 0:
-            raise FederatedConfigError(f"max_norm must be > 0, got {max_norm}")
-        self.max_norm = float(max_norm)
+        self.max_norm = check_positive("max_norm", max_norm)
 
     def _add(self, delta: torch.Tensor, weight: float) -> None:
         norm = float(torch.linalg.vector_norm(delta))

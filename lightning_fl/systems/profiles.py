@@ -10,14 +10,16 @@ costs. The presets are order-of-magnitude assumptions, not measurements of real 
 from __future__ import annotations
 
 import csv
-import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from lightning_fl.exceptions import FederatedConfigError
+from lightning_fl.checks import check_choice, check_float, check_int
+from lightning_fl.exceptions import DataFileError, FederatedConfigError
+from lightning_fl.json_files import read_json
 from lightning_fl.seeding import derive_seed
 
 FIELDS = (
@@ -40,6 +42,7 @@ DEFAULTS = {
 }
 _POSITIVE = set(REQUIRED)
 _PROBABILITY = {"availability", "failure_probability"}
+_EXTRA = "\0extra"  # where csv.DictReader puts the values of a line longer than the header
 
 
 @dataclass(frozen=True)
@@ -64,8 +67,9 @@ class Distribution:
     b: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.kind not in self.KINDS:
-            raise FederatedConfigError(f"kind must be one of {self.KINDS}, got {self.kind!r}")
+        check_choice("kind", self.kind, self.KINDS)
+        check_float("a", self.a)
+        check_float("b", self.b)
         if self.kind in ("uniform", "loguniform") and not self.a <= self.b:
             raise FederatedConfigError(f"a {self.kind} distribution needs a <= b, got a={self.a}, b={self.b}")
         if self.kind in ("loguniform", "lognormal") and not self.a > 0:
@@ -197,8 +201,8 @@ client, got 0.0 for client 0
     def sample(cls, num_clients: int, seed: int = 0, **distributions: Distribution) -> ClientProfiles:
         """Draw every field from its :class:`Distribution` (fields left out take their defaults); field ``f``
         draws from ``numpy.random.default_rng(derive_seed(seed, "profiles", f))``."""
-        if isinstance(num_clients, bool) or not isinstance(num_clients, (int, np.integer)) or num_clients < 1:
-            raise FederatedConfigError(f"num_clients must be an integer >= 1, got {num_clients!r}")
+        check_int("num_clients", num_clients, low=1)
+        check_int("seed", seed, low=0)
         columns = {
             name: dist.draw(np.random.default_rng(derive_seed(seed, "profiles", name)), int(num_clients))
             for name, dist in distributions.items()
@@ -212,18 +216,27 @@ client, got 0.0 for client 0
     def from_csv(cls, path: str | Path) -> ClientProfiles:
         """One row per client, in client id order, with a header naming the fields (an optional ``client_id``
         column must count 0, 1, 2, ...)."""
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-        return cls._from_rows(rows, str(path))
+        rows, lines = [], []
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f, restkey=_EXTRA)
+            try:
+                for row in reader:
+                    rows.append(row)
+                    lines.append(reader.line_num)  # blank lines are skipped, so count them as the reader does
+            except (csv.Error, UnicodeDecodeError) as err:
+                raise DataFileError(f"{path} is not a readable CSV file (line {reader.line_num + 1}): {err}") from err
+        return cls._from_rows(rows, str(path), lambda i: f"line {lines[i]}")
 
     @classmethod
     def from_json(cls, path: str | Path) -> ClientProfiles:
         """A JSON list of objects, one per client, keyed by field (an optional ``client_id`` must count 0, 1, ...)."""
-        with open(path) as f:
-            rows = json.load(f)
-        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-            raise FederatedConfigError(f"a profiles JSON file must hold a list of objects, one per client: {path}")
-        return cls._from_rows(rows, str(path))
+        rows = read_json(Path(path))
+        if not isinstance(rows, list):
+            raise DataFileError(f"{path} must hold a JSON list of objects, one per client, got {type(rows).__name__}")
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict):
+                raise DataFileError(f"{path}: item {i} must be an object of profile fields, got {row!r}")
+        return cls._from_rows(rows, str(path), lambda i: f"item {i}")
 
     @classmethod
     def from_file(cls, path: str | Path) -> ClientProfiles:
@@ -236,20 +249,31 @@ client, got 0.0 for client 0
         raise FederatedConfigError(f"a profiles file must end in .csv or .json, got {str(path)!r}")
 
     @classmethod
-    def _from_rows(cls, rows: list[dict[str, Any]], source: str) -> ClientProfiles:
+    def _from_rows(cls, rows: list[dict[str, Any]], source: str, record: Callable[[int], str]) -> ClientProfiles:
+        """Columns from rows read from ``source``; ``record(i)`` says where row ``i`` is (a line, an item)."""
         if not rows:
-            raise FederatedConfigError(f"a profiles file needs one row per client, {source} has none")
-        ids = [r.pop("client_id", None) for r in rows]
-        if any(i is not None for i in ids) and [int(i) for i in ids if i is not None] != list(range(len(rows))):
-            raise FederatedConfigError(f"client_id in {source} must count 0, 1, ..., {len(rows) - 1} in order")
-        names = sorted({k for r in rows for k in r})
-        columns: dict[str, list[float]] = {}
-        for name in names:
-            try:  # a row without an optional field (a JSON object that leaves it out) takes its default
-                columns[name] = [float(r[name] if name in r or name not in DEFAULTS else DEFAULTS[name]) for r in rows]
-            except (KeyError, TypeError, ValueError) as err:
-                raise FederatedConfigError(f"every row of {source} needs a number in column {name!r}: {err}") from err
-        return cls(**columns)
+            raise DataFileError(f"a profiles file needs one row per client, {source} has none")
+        names = sorted({k for r in rows for k in r if k not in ("client_id", _EXTRA)})
+        columns: dict[str, list[float]] = {name: [] for name in names}
+        for i, row in enumerate(rows):
+            where = f"{source}, {record(i)}"
+            if _EXTRA in row:
+                raise DataFileError(f"{where} has {len(row[_EXTRA])} more values than the header has columns")
+            client_id = row.get("client_id")
+            if client_id is not None and _number(client_id) != i:
+                raise DataFileError(f"{where}: client_id must count 0, 1, 2, ... in order: {i} here, got {client_id!r}")
+            for name in names:
+                value = row.get(name)
+                value = DEFAULTS.get(name) if value is None else value  # a row may leave out an optional field
+                number = _number(value)
+                if number is None:
+                    given = "nothing" if value is None else repr(value)
+                    raise DataFileError(f"{where}: {name} must be a number, got {given}")
+                columns[name].append(number)
+        try:
+            return cls(**columns)
+        except FederatedConfigError as err:  # a value out of range, an unknown or missing field
+            raise DataFileError(f"{source}: {err}") from err
 
     # ------------------------------------------------------------------ access
     def __len__(self) -> int:
@@ -297,6 +321,20 @@ def resolve_profiles(profiles: ClientProfiles | str, num_clients: int, seed: int
             f"profiles must describe every client: num_clients={num_clients}, got {len(resolved)} profiles"
         )
     return resolved
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a float (a number, or the text of one as in CSV), or None when it is neither (or a bool)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
 
 
 def _check_range(name: str, values: np.ndarray) -> None:

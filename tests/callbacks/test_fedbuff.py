@@ -123,7 +123,7 @@ def test_resume_with_stale_versions_in_flight_is_exact(tmp_path):
 def test_bad_arguments_are_refused():
     with pytest.raises(FederatedConfigError, match="buffer_size must be an integer >= 1, got 0"):
         FedBuff(buffer_size=0)
-    with pytest.raises(FederatedConfigError, match="staleness must be 'constant', 'sqrt' or 'polynomial'"):
+    with pytest.raises(FederatedConfigError, match=r"staleness must be one of \['constant', 'sqrt', 'polynomial'\]"):
         FedBuff(staleness="hinge")
     with pytest.raises(FederatedConfigError, match=r"buffer_size must be in \[1, num_clients=6\], got 7"):
         fit([FederatedAveraging(), FedBuff(buffer_size=7)], make_dm(), rounds=1)

@@ -202,9 +202,9 @@ def test_incompatible_combinations_are_refused(tiny_data, callbacks, expected):
 
 
 def test_arguments_are_checked():
-    with pytest.raises(FederatedConfigError, match=r"keep must be a fraction in \(0, 1\], got 1.5"):
+    with pytest.raises(FederatedConfigError, match=r"keep must be in \(0, 1\], got 1.5"):
         FederatedDropout(keep=1.5)
-    with pytest.raises(FederatedConfigError, match="per must be 'client' or 'round', got 'batch'"):
+    with pytest.raises(FederatedConfigError, match=r"per must be one of \['client', 'round'\], got 'batch'"):
         FederatedDropout(per="batch")  # type: ignore[arg-type]
     with pytest.raises(FederatedConfigError, match="dict with 'size' and 'members'"):
         FederatedDropout(groups=[{"units": 4}])

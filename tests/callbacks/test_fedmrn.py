@@ -127,7 +127,7 @@ def test_bf16_mixed_runs_and_learns(tiny_data):
 def test_bad_arguments():
     with pytest.raises(FederatedConfigError, match="mask must be one of"):
         MaskedRandomNoise(mask="ternary")
-    with pytest.raises(FederatedConfigError, match="sigma must be > 0"):
+    with pytest.raises(FederatedConfigError, match="sigma must be a finite number > 0"):
         MaskedRandomNoise(sigma=-1.0)
 
 

@@ -61,7 +61,7 @@ def test_gradient_change_equals_mu_times_distance_to_start(tiny_data):
 
 
 def test_bad_arguments():
-    with pytest.raises(FederatedConfigError, match="mu must be >= 0, got -1"):
+    with pytest.raises(FederatedConfigError, match="mu must be a finite number >= 0, got -1"):
         FedProx(mu=-1)
 
 

@@ -139,8 +139,9 @@ def test_resume_is_bit_identical(tmp_path):
 def test_unknown_module_names_are_refused():
     with pytest.raises(FederatedConfigError, match=r"modules must name modules of the LightningModule .*got unknown"):
         fit([FederatedAveraging(), PersonalLayers(["head"])], rounds=1)
-    with pytest.raises(FederatedConfigError, match=r"modules must be a non-empty list of module names, got 'net\.2'"):
-        PersonalLayers("net.2")  # type: ignore[arg-type]
+    assert PersonalLayers("net.2").modules == ["net.2"]  # one string is one module name, not its characters
+    with pytest.raises(FederatedConfigError, match=r"modules must name at least one entry, got \[\]"):
+        PersonalLayers([])
     with pytest.raises(FederatedConfigError, match="FedBN needs BatchNorm layers in the model, got none"):
         fit([FederatedAveraging(), FedBN()], rounds=1)
 

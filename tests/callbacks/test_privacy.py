@@ -134,7 +134,7 @@ def test_configurations_dp_cannot_account_for_are_refused():
         fit([FederatedAveraging(aggregator=CoordinateMedianAggregator()), DifferentialPrivacy()], rounds=1)
     with pytest.raises(FederatedConfigError, match="client_sampling must be 'uniform' or 'all', got 'size'"):
         fit([FederatedAveraging(), DifferentialPrivacy()], rounds=1, dm=make_dm(client_sampling="size"))
-    with pytest.raises(FederatedConfigError, match="clip_norm must be > 0, got 0"):
+    with pytest.raises(FederatedConfigError, match="clip_norm must be a finite number > 0, got 0"):
         DifferentialPrivacy(clip_norm=0)
     with pytest.raises(FederatedConfigError, match=r"delta must be in \(0, 1\), got 1"):
         DifferentialPrivacy(delta=1)

@@ -150,7 +150,7 @@ def test_bounded_store_and_arguments():
     scaffold = Scaffold(max_clients=1)
     fit_linear(2, 2, scaffold)
     assert len(scaffold.client_controls) == 1
-    with pytest.raises(FederatedConfigError, match="max_clients must be None or an integer >= 1, got 0"):
+    with pytest.raises(FederatedConfigError, match="max_clients must be an integer >= 1, got 0"):
         Scaffold(max_clients=0)
 
 

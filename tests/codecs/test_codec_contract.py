@@ -204,3 +204,19 @@ def test_empty_tensor_round_trips(spec):
 def test_bad_seed_is_refused():
     with pytest.raises(FederatedConfigError, match="seed must be"):
         RandomHadamard().encode(torch.ones(3), seed=-1)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", [(0,), (3, 0), (0, 2, 5)])
+def test_zero_element_tensors_round_trip_in_memory_and_through_bytes(spec, shape, device):
+    _, factory, _, _ = spec
+    codec = factory()
+    x = torch.zeros(shape, device=device)
+    payload, y = _round_trip(codec, x, seed=2)
+    assert (y.shape, y.dtype, y.device) == (x.shape, x.dtype, x.device)
+    assert payload.nbytes == len(payload.to_bytes()) - 4
+    # an empty body used to crash torch.frombuffer
+    again = Payload.from_bytes(payload.codec, payload.to_bytes(), device=device)
+    assert again.body.dtype == torch.uint8 and again.body.shape == payload.body.shape
+    assert again.body.device == x.device
+    assert codec.decode(again).shape == x.shape

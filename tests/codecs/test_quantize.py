@@ -83,7 +83,7 @@ def test_non_finite_input_is_refused():
 
 @pytest.mark.parametrize("bits", [0, 17, True])
 def test_bad_bits(bits):
-    with pytest.raises(FederatedConfigError, match=r"bits must be in \[1, 16\]"):
+    with pytest.raises(FederatedConfigError, match=r"bits must be an integer in \[1, 16\]"):
         StochasticQuantizer(bits=bits)
 
 

@@ -52,3 +52,20 @@ def test_describe_reports_every_tensor_and_the_share():
 def test_bad_min_numel():
     with pytest.raises(FederatedConfigError, match="min_numel"):
         TensorPolicy(min_numel=-1)
+
+
+def test_a_string_pattern_is_one_pattern_not_its_characters():
+    # include="*.weight" used to become the patterns "*", ".", "w", ...: "*" matched every tensor
+    policy = TensorPolicy(min_numel=0, include="*.weight", exclude="head.*")
+    assert policy.include == ["*.weight"] and policy.exclude == ["head.*"]
+    assert policy.select("fc.weight", torch.zeros(4))
+    assert not policy.select("fc.bias", torch.zeros(4))
+    assert not policy.select("head.weight", torch.zeros(4))
+    assert TensorPolicy(min_numel=0, include="*.weight").describe({"fc.bias": (4,)}).count("matches no include") == 1
+
+
+def test_patterns_that_are_not_strings_are_refused():
+    with pytest.raises(FederatedConfigError, match=r"^include must be a string or a list of strings, got \[1\]$"):
+        TensorPolicy(include=[1])  # type: ignore[list-item]
+    with pytest.raises(FederatedConfigError, match=r"^exclude must not hold an empty string"):
+        TensorPolicy(exclude=["*.bias", ""])

@@ -72,8 +72,10 @@ def write_mnist(root: Path, folder: str = "MNIST", n_train: int = 6, n_test: int
 
 def write_emnist(root: Path, split: str = "balanced", n_train: int = 6, n_test: int = 4, seed: int = 0):
     """Tiny EMNIST as torchvision leaves it after download: uncompressed files in ``<root>/EMNIST/raw``."""
+    from torchvision.datasets import EMNIST
+
     prefixes = {"train": f"emnist-{split}-train", "test": f"emnist-{split}-test"}
-    return write_mnist_like(root, "EMNIST", prefixes, n_train, n_test, 47, seed)
+    return write_mnist_like(root, "EMNIST", prefixes, n_train, n_test, len(EMNIST.classes_split_dict[split]), seed)
 
 
 def _write_pickle(path: Path, content: dict) -> None:

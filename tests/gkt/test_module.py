@@ -187,11 +187,11 @@ def test_missing_reload_flag_is_refused():
 
 
 @pytest.mark.parametrize(("name", "value", "match"), [
-    ("alpha", -1.0, "alpha must be >= 0, got -1.0"),
-    ("temperature", 0.0, "temperature must be > 0, got 0.0"),
+    ("alpha", -1.0, "alpha must be a finite number >= 0, got -1.0"),
+    ("temperature", 0.0, "temperature must be a finite number > 0, got 0.0"),
     ("server_epochs", 0, "server_epochs must be an integer >= 1, got 0"),
-    ("optimizer", "rmsprop", "optimizer must be 'adam' or 'sgd', got 'rmsprop'"),
-    ("eval_clients", "all", "eval_clients must be 'round' or 'first', got 'all'"),
+    ("optimizer", "rmsprop", r"optimizer must be one of \['adam', 'sgd'\], got 'rmsprop'"),
+    ("eval_clients", "all", r"eval_clients must be one of \['round', 'first'\], got 'all'"),
 ])
 def test_bad_arguments_are_refused(name, value, match):
     with pytest.raises(FederatedConfigError, match=match):

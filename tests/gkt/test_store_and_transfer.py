@@ -35,7 +35,7 @@ def test_store_copies_to_cpu_and_spills_beyond_max_resident(tmp_path):
 def test_store_arguments_are_checked():
     with pytest.raises(FederatedConfigError, match="spill_dir is required with max_resident=2"):
         ClientStateStore(max_resident=2)
-    with pytest.raises(FederatedConfigError, match="max_resident must be None or an integer >= 1, got 0"):
+    with pytest.raises(FederatedConfigError, match="max_resident must be an integer >= 1, got 0"):
         ClientStateStore(max_resident=0, spill_dir=".")
 
 

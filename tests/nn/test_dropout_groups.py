@@ -111,5 +111,6 @@ def test_group_members_parse_from_strings():
         TensorSlice.parse("fc.weight")
     with pytest.raises(FederatedConfigError, match="factor must be >= 1"):
         TensorSlice.parse("fc.weight:1:0")
-    with pytest.raises(FederatedConfigError, match="size must be a positive int"):
+    with pytest.raises(FederatedConfigError, match="size must be an integer >= 1"):
         DropoutGroup(0, ["fc.weight:0"])
+    assert DropoutGroup(4, "fc.weight:0").members == [TensorSlice("fc.weight", 0)]  # one string is one member

@@ -119,7 +119,7 @@ def test_wrong_payload_length_and_bad_arguments_raise():
         reconstruct_update(torch.zeros(3, dtype=torch.uint8), 0, (16,), "binary", "uniform", 0.01, "cpu")
     with pytest.raises(FederatedConfigError, match="mask must be one of"):
         MaskedNoise((2,), mask="ternary")
-    with pytest.raises(FederatedConfigError, match="sigma must be > 0, got 0"):
+    with pytest.raises(FederatedConfigError, match="sigma must be a finite number > 0, got 0"):
         MaskedNoise((2,), sigma=0)
     with pytest.raises(FederatedConfigError, match="noise must be one of"):
         sample_noise((2,), 0, "laplace", 0.1, "cpu")

@@ -106,7 +106,7 @@ def test_parameters_and_measured_flops_scale_as_p_squared_inside_and_p_at_the_ed
 
 def test_plan_rejects_groups_that_do_not_match_the_model():
     net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
-    with pytest.raises(FederatedConfigError, match=r"keep must be a fraction in \(0, 1\], got 0.0"):
+    with pytest.raises(FederatedConfigError, match=r"keep must be in \(0, 1\], got 0.0"):
         SubmodelPlan(net, [], keep=0.0)
     with pytest.raises(FederatedConfigError, match=r"'9\.weight', which is not a parameter"):
         SubmodelPlan(net, [DropoutGroup(8, ["9.weight:0"])], keep=0.5)

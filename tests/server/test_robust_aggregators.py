@@ -83,7 +83,7 @@ def test_weighted_mean_binds_late_and_keeps_its_old_constructor():
 def test_bad_arguments():
     with pytest.raises(FederatedConfigError, match=r"beta must be in \[0, 0.5\), got 0.5"):
         TrimmedMeanAggregator(beta=0.5)
-    with pytest.raises(FederatedConfigError, match="max_norm must be > 0, got 0"):
+    with pytest.raises(FederatedConfigError, match="max_norm must be a finite number > 0, got 0"):
         NormClippingAggregator(max_norm=0)
 
 

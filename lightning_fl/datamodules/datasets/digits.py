@@ -9,25 +9,25 @@ import numpy as np
 import torch
 from sklearn.datasets import load_digits
 
+from lightning_fl.checks import check_fraction, check_int
 from lightning_fl.datamodules.datasets.base import DatasetSource, InMemoryDataset, Splits
-from lightning_fl.exceptions import FederatedConfigError
 
 
-def check_val_fraction(val_fraction: float) -> None:
-    """Raise unless ``val_fraction`` is in [0, 1).
+def check_val_fraction(val_fraction: float) -> float:
+    """Return ``val_fraction`` as a float, or raise unless it is in [0, 1).
 
     Raises:
         FederatedConfigError: If ``val_fraction`` is outside [0, 1).
 
     Example:
         >>> check_val_fraction(0.2)
+        0.2
         >>> check_val_fraction(1.0)
         Traceback (most recent call last):
         ...
         lightning_fl.exceptions.FederatedConfigError: val_fraction must be in [0, 1), got 1.0
     """
-    if not 0.0 <= val_fraction < 1.0:
-        raise FederatedConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    return check_fraction("val_fraction", val_fraction, high_open=True)
 
 
 def stratified_holdout(
@@ -85,6 +85,7 @@ def load_digits_dataset(val_fraction: float = 0.2, seed: int = 0) -> tuple[InMem
         (1797, (1, 8, 8), torch.int64)
     """
     check_val_fraction(val_fraction)
+    check_int("seed", seed, low=0)
     bunch = load_digits()
     images = np.asarray(bunch.data, dtype=np.float64).reshape(-1, 1, 8, 8)
     labels = np.asarray(bunch.target, dtype=np.int64)
@@ -122,9 +123,8 @@ class Digits(DatasetSource):
     """
 
     def __init__(self, val_fraction: float = 0.2, seed: int = 0) -> None:
-        check_val_fraction(val_fraction)
-        self.val_fraction = val_fraction
-        self.seed = seed
+        self.val_fraction = check_val_fraction(val_fraction)
+        self.seed = check_int("seed", seed, low=0)
 
     def load(self) -> Splits:
         """Load the digits; see :func:`load_digits_dataset`."""

@@ -7,89 +7,71 @@ LEAF's ``preprocess.sh`` (for example ``./preprocess.sh -s niid --sf 0.05 -k 0 -
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from lightning_fl.datamodules.datasets.base import DatasetSource, InMemoryDataset, Splits
-from lightning_fl.exceptions import FederatedConfigError
-
-ALL_LETTERS = "\n !\"&'(),-.0123456789:;>?ABCDEFGHIJKLMNOPQRSTUVWXYZ[]abcdefghijklmnopqrstuvwxyz}"
-"""LEAF's 80-character Shakespeare vocabulary (``leaf/models/utils/language_utils.py``); index = position."""
+from lightning_fl.datamodules.datasets.leaf_records import ALL_LETTERS, encode_characters, user_arrays
+from lightning_fl.exceptions import DataFileError, FederatedConfigError
+from lightning_fl.json_files import read_json
 
 LEAF_NAMES = ("femnist", "shakespeare", "generic")
 VAL_SPLITS = ("test", "none")
 
-_UserData = dict[str, dict[str, list[Any]]]
+__all__ = ["ALL_LETTERS", "LEAF_NAMES", "VAL_SPLITS", "LeafDataset", "encode_characters"]
 
 
-def encode_characters(text: str, where: str) -> list[int]:
-    """Map each character of ``text`` to its index in :data:`ALL_LETTERS`.
+@dataclass
+class _UserRecords:
+    """One user's arrays from every file that holds the user (a user may span files)."""
 
-    Args:
-        text: Characters to encode.
-        where: Where ``text`` came from, for the error message.
-
-    Returns:
-        One index per character.
-
-    Raises:
-        FederatedConfigError: If a character is not in LEAF's vocabulary.
-
-    Example:
-        >>> encode_characters("Hi!", "example")
-        [32, 61, 2]
-    """
-    indices = [ALL_LETTERS.find(c) for c in text]
-    if -1 in indices:
-        bad = text[indices.index(-1)]
-        raise FederatedConfigError(f"character {bad!r} in {where} is not in LEAF's vocabulary ALL_LETTERS")
-    return indices
+    sources: list[Path] = field(default_factory=list)
+    xs: list[np.ndarray] = field(default_factory=list)
+    ys: list[np.ndarray] = field(default_factory=list)
 
 
-def _read_split(folder: Path) -> _UserData:
-    """Merge the ``user_data`` of every JSON file in ``folder`` (a user may span files)."""
-    merged: _UserData = {}
+def _read_split(folder: Path, name: str) -> dict[str, _UserRecords]:
+    """Read and check every JSON file in ``folder``, merging users that span files."""
+    merged: dict[str, _UserRecords] = {}
     for path in sorted(folder.glob("*.json")):
-        with path.open() as f:
-            content = json.load(f)
-        if "user_data" not in content:
-            raise FederatedConfigError(f"LEAF file {path} has no 'user_data' key, got keys {sorted(content)}")
+        content = read_json(path)
+        if not isinstance(content, dict) or not isinstance(content.get("user_data"), dict):
+            found = f"keys {sorted(content)}" if isinstance(content, dict) else type(content).__name__
+            raise DataFileError(f"LEAF file {path} must hold an object with a 'user_data' object, got {found}")
         for user, data in content["user_data"].items():
-            if len(data["x"]) != len(data["y"]):
-                raise FederatedConfigError(
-                    f"LEAF file {path}: user {user!r} has {len(data['x'])} inputs but {len(data['y'])} labels"
-                )
-            entry = merged.setdefault(user, {"x": [], "y": []})
-            entry["x"].extend(data["x"])
-            entry["y"].extend(data["y"])
+            x, y = user_arrays(path, user, data, name)
+            entry = merged.setdefault(user, _UserRecords())
+            entry.sources.append(path)
+            entry.xs.append(x)
+            entry.ys.append(y)
     return merged
 
 
-def _to_dataset(users: _UserData, user_index: dict[str, int], name: str, split: str) -> InMemoryDataset:
-    """Convert one split's user data to tensors, users in ``user_index`` order."""
+def _to_dataset(users: dict[str, _UserRecords], user_index: dict[str, int], name: str, split: str) -> InMemoryDataset:
+    """Concatenate one split's users, in ``user_index`` order, after checking that every input has one shape."""
     xs, ys, groups = [], [], []
+    first: tuple[tuple[int, ...], str] | None = None
     for user in sorted(users):
-        x, y = users[user]["x"], users[user]["y"]
-        if not y:
-            continue
-        where = f"{split} data of user {user!r}"
-        if name == "shakespeare":
-            xs.append(np.array([encode_characters(s, where) for s in x], dtype=np.int64))
-            ys.append(np.array([encode_characters(c, where)[0] for c in y], dtype=np.int64))
-        else:
-            xs.append(np.asarray(x, dtype=np.float32))
-            ys.append(np.asarray(y, dtype=np.int64))
-        groups.append(np.full(len(y), user_index[user], dtype=np.int64))
+        for path, x, y in zip(users[user].sources, users[user].xs, users[user].ys, strict=True):
+            if not len(y):
+                continue
+            if first is None:
+                first = (x.shape[1:], f"user {user!r} in {path}")
+            elif x.shape[1:] != first[0]:
+                raise DataFileError(
+                    f"LEAF file {path}: user {user!r} has inputs of shape {x.shape[1:]}, but {first[1]} has "
+                    f"{first[0]}; every sample must have one shape"
+                )
+            xs.append(x)
+            ys.append(y)
+            groups.append(np.full(len(y), user_index[user], dtype=np.int64))
     if not xs:
         raise FederatedConfigError(f"LEAF {split} split has no samples")
     inputs = torch.from_numpy(np.concatenate(xs))
-    if name == "femnist":
-        if inputs.ndim != 2 or inputs.shape[1] != 784:
-            raise FederatedConfigError(f"FEMNIST x must be lists of 784 pixels, got shape {tuple(inputs.shape[1:])}")
+    if name == "femnist":  # user_arrays checked that every sample holds 784 pixels
         inputs = inputs.reshape(-1, 1, 28, 28)
     return InMemoryDataset(inputs, torch.from_numpy(np.concatenate(ys)), groups=np.concatenate(groups))
 
@@ -120,7 +102,7 @@ class LeafDataset(DatasetSource):
             folder or malformed data.
 
     Example:
-        >>> import tempfile
+        >>> import json, tempfile
         >>> root = Path(tempfile.mkdtemp())
         >>> for split in ("train", "test"):
         ...     (root / split).mkdir()
@@ -145,8 +127,10 @@ class LeafDataset(DatasetSource):
         """Read ``<root>/train/*.json`` and ``<root>/test/*.json``.
 
         Raises:
-            FederatedConfigError: If a folder or its JSON files are missing, a user's ``x`` and ``y`` differ in
-                length, or a Shakespeare character is outside LEAF's vocabulary.
+            FederatedConfigError: If a folder or its JSON files are missing.
+            DataFileError: If a file is not valid JSON or a record is malformed (``x`` and ``y`` of different
+                lengths, inputs that are ragged, not numbers or not finite, labels that are not integers in the
+                format's range, a Shakespeare character outside LEAF's vocabulary), naming the file, user and sample.
         """
         root = Path(self.root).expanduser()
         folders = {split: root / split for split in ("train", "test")}
@@ -159,7 +143,7 @@ class LeafDataset(DatasetSource):
                     "LEAF's own scripts write it (https://github.com/TalwalkarLab/leaf: run "
                     f"./preprocess.sh ... -t sample in leaf/data/{self.name} and pass its data/ folder as root)"
                 )
-        users = {split: _read_split(folder) for split, folder in folders.items()}
+        users = {split: _read_split(folder, self.name) for split, folder in folders.items()}
         user_index = {user: i for i, user in enumerate(sorted(set(users["train"]) | set(users["test"])))}
         train = _to_dataset(users["train"], user_index, self.name, "train")
         held_out = _to_dataset(users["test"], user_index, self.name, "test")

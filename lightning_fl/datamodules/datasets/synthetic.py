@@ -20,9 +20,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from lightning_fl.checks import check_bool, check_int, check_non_negative
 from lightning_fl.datamodules.datasets.base import DatasetSource, InMemoryDataset, Splits
 from lightning_fl.datamodules.datasets.digits import check_val_fraction, stratified_holdout
-from lightning_fl.exceptions import FederatedConfigError
 
 MAX_CLIENT_SAMPLES = 10_000
 """Upper bound on one client's number of samples (train and val together), applied after the lognormal draw."""
@@ -115,21 +115,14 @@ class FedProxSynthetic(DatasetSource):
         val_fraction: float = 0.2,
         seed: int = 0,
     ) -> None:
-        for arg, value in (("alpha", alpha), ("beta", beta)):
-            if value < 0:
-                raise FederatedConfigError(f"{arg} must be >= 0 (a standard deviation), got {value}")
-        for arg, value, low in (("num_clients", num_clients, 1), ("dim", dim, 1), ("num_classes", num_classes, 2)):
-            if value < low:
-                raise FederatedConfigError(f"{arg} must be >= {low}, got {value}")
-        check_val_fraction(val_fraction)
-        self.alpha = alpha
-        self.beta = beta
-        self.num_clients = num_clients
-        self.dim = dim
-        self.num_classes = num_classes
-        self.iid = iid
-        self.val_fraction = val_fraction
-        self.seed = seed
+        self.alpha = check_non_negative("alpha", alpha)  # standard deviations
+        self.beta = check_non_negative("beta", beta)
+        self.num_clients = check_int("num_clients", num_clients, low=1)
+        self.dim = check_int("dim", dim, low=1)
+        self.num_classes = check_int("num_classes", num_classes, low=2)
+        self.iid = check_bool("iid", iid)
+        self.val_fraction = check_val_fraction(val_fraction)
+        self.seed = check_int("seed", seed, low=0)
 
     def load(self) -> Splits:
         """Generate the data and hold out ``val_fraction`` of every client's samples."""

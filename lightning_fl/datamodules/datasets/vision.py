@@ -33,8 +33,10 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import datasets
 
+from lightning_fl.checks import check_bool
 from lightning_fl.datamodules.datasets.base import DatasetSource, InMemoryDataset, Splits
-from lightning_fl.exceptions import FederatedConfigError
+from lightning_fl.datamodules.datasets.idx import check_idx_pair
+from lightning_fl.exceptions import DataFileError, FederatedConfigError
 
 VISION_CLASSES: dict[str, type[datasets.VisionDataset]] = {
     "mnist": datasets.MNIST,
@@ -192,9 +194,9 @@ class TorchvisionDataset(DatasetSource):
             )
         self.name = name
         self.root = root
-        self.download = download
+        self.download = check_bool("download", download)
         self.val_split = val_split
-        self.normalize = normalize
+        self.normalize = check_bool("normalize", normalize)
         self.emnist_split = emnist_split
         self.mean: tuple[float, ...] | None = None
         self.std: tuple[float, ...] | None = None
@@ -204,6 +206,7 @@ class TorchvisionDataset(DatasetSource):
 
         Raises:
             FederatedConfigError: If torchvision cannot find the files, or they fail its md5 check (CIFAR).
+            DataFileError: If an IDX file (MNIST family) is malformed or holds a label outside the classes.
         """
         train_raw, test_raw = self._read(train=True), self._read(train=False)
         train_images, test_images = _as_uint8_nchw(train_raw), _as_uint8_nchw(test_raw)
@@ -217,14 +220,37 @@ class TorchvisionDataset(DatasetSource):
         return Splits(train=train, test=held_out)
 
     def _read(self, train: bool) -> Dataset:
-        """Construct the torchvision dataset, turning its bare RuntimeError into an error that says what to do."""
+        """Construct the torchvision dataset, turning its bare RuntimeError into an error that says what to do.
+
+        IDX files (the MNIST family) are checked first (headers, sizes, labels in range), and again after a
+        download brought them; torchvision's own reader would stop at a bare ``assert``.
+        """
         root = Path(self.root).expanduser()
         cls = VISION_CLASSES[self.name]
         kwargs = {"split": self.emnist_split} if cls is datasets.EMNIST else {}
+        checked = self._check_idx(root, train)
         try:
-            return cls(str(root), train=train, download=self.download, **kwargs)  # type: ignore[call-arg]
+            dataset = cls(str(root), train=train, download=self.download, **kwargs)  # type: ignore[call-arg]
         except RuntimeError as err:
             raise self._files_error(root, err) from err
+        except (AssertionError, ValueError, TypeError) as err:  # a file torchvision's reader could not parse
+            files = [str(f) for f in expected_files(self.name, root, self.emnist_split)]
+            raise DataFileError(f"torchvision could not read the {self.name} files {files}: {err!r}") from err
+        if not checked:
+            self._check_idx(root, train)
+        return dataset
+
+    def _check_idx(self, root: Path, train: bool) -> bool:
+        """Check this split's IDX files when they are present; whether they were (False for CIFAR)."""
+        cls = VISION_CLASSES[self.name]
+        if not issubclass(cls, datasets.MNIST):
+            return False
+        images, labels = expected_files(self.name, root, self.emnist_split)[0 if train else 2 :][:2]
+        if not (images.is_file() and labels.is_file()):
+            return False
+        classes = datasets.EMNIST.classes_split_dict[self.emnist_split] if cls is datasets.EMNIST else cls.classes
+        check_idx_pair(images, labels, len(classes))
+        return True
 
     def _files_error(self, root: Path, err: RuntimeError) -> FederatedConfigError:
         """Say which files torchvision expects, which are missing, and how to fetch them."""

@@ -2,76 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import numpy as np
 
+from lightning_fl.checks import check_int
 from lightning_fl.exceptions import FederatedConfigError
-
-
-def check_int(name: str, value: Any, minimum: int) -> int:
-    """Return ``value`` as an ``int`` after checking that it is an integer ``>= minimum``.
-
-    Args:
-        name: Argument name used in the error message.
-        value: The value given by the caller; integral floats such as ``4.0`` are accepted.
-        minimum: Smallest allowed value.
-
-    Returns:
-        ``value`` as a Python ``int``.
-
-    Raises:
-        FederatedConfigError: If ``value`` is a bool, not integral, or smaller than ``minimum``.
-
-    Example:
-        >>> check_int("shards_per_client", 2, minimum=1)
-        2
-        >>> check_int("shards_per_client", 0, minimum=1)
-        Traceback (most recent call last):
-        ...
-        lightning_fl.exceptions.FederatedConfigError: shards_per_client must be an integer >= 1, got 0
-    """
-    try:
-        ok = not isinstance(value, bool) and int(value) == value and value >= minimum
-    except (TypeError, ValueError, OverflowError):
-        ok = False
-    if not ok:
-        raise FederatedConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def check_positive(name: str, value: Any, allow_zero: bool = False) -> float:
-    """Return ``value`` as a ``float`` after checking that it is finite and ``> 0`` (or ``>= 0``).
-
-    Args:
-        name: Argument name used in the error message.
-        value: The value given by the caller.
-        allow_zero: Accept ``0`` as well.
-
-    Returns:
-        ``value`` as a Python ``float``.
-
-    Raises:
-        FederatedConfigError: If ``value`` is not a finite number in the allowed range.
-
-    Example:
-        >>> check_positive("alpha", 0.5)
-        0.5
-        >>> check_positive("alpha", 0.0)
-        Traceback (most recent call last):
-        ...
-        lightning_fl.exceptions.FederatedConfigError: alpha must be a finite number > 0, got 0.0
-    """
-    bound = ">= 0" if allow_zero else "> 0"
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if isinstance(value, bool) or not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
-        raise FederatedConfigError(f"{name} must be a finite number {bound}, got {value!r}")
-    return number
 
 
 def _fingerprint(array: np.ndarray | None) -> tuple[Any, ...] | None:
@@ -111,8 +48,8 @@ class Partitioner(ABC):
     needs_labels: ClassVar[bool] = True
 
     def __init__(self, num_clients: int | None, seed: int = 0) -> None:
-        self.num_clients = None if num_clients is None else check_int("num_clients", num_clients, minimum=1)
-        self.seed = check_int("seed", seed, minimum=0)
+        self.num_clients = None if num_clients is None else check_int("num_clients", num_clients, low=1)
+        self.seed = check_int("seed", seed, low=0)
         self._cache: list[np.ndarray] | None = None
         self._cache_key: tuple[Any, ...] | None = None
 
@@ -177,7 +114,7 @@ class Partitioner(ABC):
                 )
             shapes.append(("groups", groups.shape[0]))
         if num_samples is not None:
-            shapes.append(("num_samples", check_int("num_samples", num_samples, minimum=0)))
+            shapes.append(("num_samples", check_int("num_samples", num_samples, low=0)))
         if not shapes:
             raise FederatedConfigError("partition() needs labels, groups or num_samples to know the number of samples")
         if len({size for _, size in shapes}) > 1:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from lightning_fl.datamodules.partitioners.base import Partitioner, check_int, check_positive
+from lightning_fl.checks import check_int, check_positive
+from lightning_fl.datamodules.partitioners.base import Partitioner
 from lightning_fl.exceptions import FederatedConfigError
 
 
@@ -39,8 +40,8 @@ class DirichletPartitioner(Partitioner):
     ) -> None:
         super().__init__(num_clients, seed)
         self.alpha = check_positive("alpha", alpha)
-        self.min_size = check_int("min_size", min_size, minimum=0)
-        self.max_retries = check_int("max_retries", max_retries, minimum=1)
+        self.min_size = check_int("min_size", min_size, low=0)
+        self.max_retries = check_int("max_retries", max_retries, low=1)
 
     def _assign(
         self, num_samples: int, labels: np.ndarray | None, groups: np.ndarray | None, rng: np.random.Generator

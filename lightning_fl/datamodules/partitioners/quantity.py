@@ -6,7 +6,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from lightning_fl.datamodules.partitioners.base import Partitioner, check_int, check_positive
+from lightning_fl.checks import check_int, check_non_negative
+from lightning_fl.datamodules.partitioners.base import Partitioner
 
 
 def lognormal_sizes(total: int, num_clients: int, sigma: float, min_size: int, rng: np.random.Generator) -> np.ndarray:
@@ -65,8 +66,8 @@ class QuantitySkewPartitioner(Partitioner):
 
     def __init__(self, num_clients: int, sigma: float = 1.0, seed: int = 0, min_size: int = 1) -> None:
         super().__init__(num_clients, seed)
-        self.sigma = check_positive("sigma", sigma, allow_zero=True)
-        self.min_size = check_int("min_size", min_size, minimum=0)
+        self.sigma = check_non_negative("sigma", sigma)
+        self.min_size = check_int("min_size", min_size, low=0)
 
     def _assign(
         self, num_samples: int, labels: np.ndarray | None, groups: np.ndarray | None, rng: np.random.Generator

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from lightning_fl.datamodules.partitioners.base import Partitioner, check_int
+from lightning_fl.checks import check_int
+from lightning_fl.datamodules.partitioners.base import Partitioner
 from lightning_fl.exceptions import FederatedConfigError
 
 
@@ -36,7 +37,7 @@ class ShardPartitioner(Partitioner):
 
     def __init__(self, num_clients: int, shards_per_client: int = 2, seed: int = 0) -> None:
         super().__init__(num_clients, seed)
-        self.shards_per_client = check_int("shards_per_client", shards_per_client, minimum=1)
+        self.shards_per_client = check_int("shards_per_client", shards_per_client, low=1)
         self._client_shards: np.ndarray | None = None
 
     @property
