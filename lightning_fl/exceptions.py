@@ -17,3 +17,8 @@ class FederatedRuntimeError(RuntimeError):
 
 class PayloadError(ValueError):
     """A codec payload that is malformed, truncated or was produced by a different codec."""
+
+
+class CheckpointError(FederatedConfigError):
+    """A checkpoint file that cannot be trusted: corrupt, truncated, edited, holding NaN or Inf weights, or written
+    for another data configuration. The message names the file or the setting and what is wrong."""
