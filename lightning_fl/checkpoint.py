@@ -92,7 +92,12 @@ def _unreadable_message(path: Any, err: BaseException) -> str:
             f"({unsupported.strip()}); lightning-fl checkpoints hold only tensors and plain values"
         )
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    reason = next((line for line in lines if "WeightsUnpickler error" in line), lines[0] if lines else "")
+    marker = next((i for i, line in enumerate(lines) if "WeightsUnpickler error:" in line), None)
+    if marker is not None:  # torch's reason follows the marker, on its line or the next
+        after = lines[marker].split("WeightsUnpickler error:", 1)[1].strip()
+        reason = after or (lines[marker + 1] if marker + 1 < len(lines) else "")
+    else:
+        reason = lines[0] if lines else ""
     reason = reason.split(". ")[0][:200]
     return (
         f"checkpoint {str(path)!r} is corrupt or truncated (not a readable PyTorch checkpoint): "
