@@ -112,7 +112,6 @@ class FederatedAveraging(Callback):
         self._state: FlatState | None = None
         self._pending: dict[str, Any] | None = None
         self._warned_nonfinite = False
-        self._warned_round = False
         self._guard: GuardedServerStep | None = None
         self._algorithms: list[FederatedAlgorithm] = []
         self._sub: ClientSubmodels | None = None
@@ -360,7 +359,7 @@ class FederatedAveraging(Callback):
             reason = self._guard.step(agg.compute(denominator), increments)
             refused = reason is not None
             if reason is not None:
-                self._refuse_round(reason)
+                self._guard.warn_refused(self._plan.round_idx, reason)
         else:
             warnings.warn(
                 f"no client update reached the server in round {self._plan.round_idx}; the global model is unchanged",
@@ -396,22 +395,6 @@ class FederatedAveraging(Callback):
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=stats.round_idx)
         self.history.append(metrics)
-
-    def _refuse_round(self, reason: str) -> None:
-        message = (
-            f"round {self._plan.round_idx} was refused: {reason} contains NaN or Inf, so the global model and the "
-            "server optimizer are kept as they were before the round"
-        )
-        if self._warned_round:
-            rank_zero_info(message)
-            return
-        self._warned_round = True
-        warnings.warn(
-            f"{message}; refused rounds are counted in fl/rejected_rounds (lower the server lr, or use a robust "
-            "aggregator against huge updates)",
-            RuntimeWarning,
-            stacklevel=3,
-        )
 
     # ------------------------------------------------------------------ checkpoints
     @override

@@ -9,7 +9,10 @@ left exactly as they were before the round.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
+from pytorch_lightning.utilities import rank_zero_info
 
 from lightning_fl.server.flat import FlatState
 from lightning_fl.server.optimizers import ServerOptimizer
@@ -42,6 +45,7 @@ class GuardedServerStep:
         self._flat_backup = torch.empty_like(state.flat)
         self._optimizer_backup: dict[str, torch.Tensor] = {}
         self._steps_backup = 0
+        self._warned = False
 
     @torch.no_grad()
     def step(self, mean: torch.Tensor, int_increments: torch.Tensor | None) -> str | None:
@@ -65,6 +69,24 @@ class GuardedServerStep:
             state.int_flat.add_(int_increments)
         return None
 
+    def warn_refused(self, round_idx: int, reason: str) -> None:
+        """Say why round ``round_idx`` was refused (``reason``: what :meth:`step` returned): a ``RuntimeWarning``
+        the first time in a fit, with what to do, an info line afterwards."""
+        message = (
+            f"round {round_idx} was refused: {reason} contains NaN or Inf, so the global model and the server "
+            "optimizer are kept as they were before the round"
+        )
+        if self._warned:
+            rank_zero_info(message)
+            return
+        self._warned = True
+        warnings.warn(
+            f"{message}; refused rounds are counted in fl/rejected_rounds (lower the server lr, or use a robust "
+            "aggregator against huge updates)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
     def _snapshot(self) -> None:
         self._flat_backup.copy_(self.state.flat)
         backup = {}
@@ -86,3 +108,4 @@ class GuardedServerStep:
         for name, kept in self._optimizer_backup.items():
             self.optimizer.state[name].copy_(kept)
         self.optimizer.steps = self._steps_backup
+
