@@ -18,6 +18,13 @@ if TYPE_CHECKING:
 
 _PLAIN = (int, float, str, bool, type(None))
 
+#: The data module's settings that shape the partition or the rounds' plans (recorded next to the dataset size, the
+#: partitioner and its arguments, and the partition's digest).
+PLAN_SETTINGS = (
+    "seed", "local_val_fraction", "clients_per_round", "client_sampling", "batch_size", "local_epochs", "shuffle",
+    "drop_last",
+)
+
 
 def _plain(value: Any) -> Any:
     """``value`` when it is a plain value (or a list/tuple of them, as a list), else ``None`` (not recorded)."""
@@ -68,16 +75,9 @@ def data_fingerprint(dm: FederatedDataModule) -> dict[str, Any]:
     for name, value in sorted(vars(dm.partitioner).items()):
         if not name.startswith("_") and name != "num_clients" and (plain := _plain(value)) is not None:
             fingerprint[f"partitioner.{name}"] = plain
-    fingerprint.update(
-        seed=dm.seed,
-        local_val_fraction=dm.local_val_fraction,
-        clients_per_round=dm.clients_per_round,
-        client_sampling=dm.client_sampling,
-        batch_size=dm.batch_size,
-        local_epochs=dm.local_epochs,
-        shuffle=dm.shuffle,
-        partition=partition_digest(dm.client_indices, dm.client_val_indices),
-    )
+    for name in PLAN_SETTINGS:  # a setting the data module does not have is recorded as None on both sides
+        fingerprint[name] = _plain(getattr(dm, name, None))
+    fingerprint["partition"] = partition_digest(dm.client_indices, dm.client_val_indices)
     return fingerprint
 
 
