@@ -17,7 +17,7 @@ from lightning_fl.callbacks import (
     SystemsSimulation,
 )
 from lightning_fl.datamodules import FederatedDataModule
-from lightning_fl.exceptions import FederatedConfigError, FederatedRuntimeError, PayloadError
+from lightning_fl.exceptions import CheckpointError, FederatedConfigError, FederatedRuntimeError, PayloadError
 from lightning_fl.gkt import FedGKTModule
 from lightning_fl.modules import ClassifierModule
 from lightning_fl.strategies import FederatedDDPStrategy
@@ -26,6 +26,7 @@ from lightning_fl.trainer import federated_trainer_defaults
 __version__ = "0.1.0"
 
 __all__ = [
+    "CheckpointError",
     "ClassifierModule",
     "DifferentialPrivacy",
     "FedBN",

@@ -10,19 +10,23 @@ device is requested with ``strategy: auto``.
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
-from jsonargparse import ArgumentParser
+from jsonargparse import ArgumentError, ArgumentParser
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.cli import LightningCLI
 
 from lightning_fl.callbacks.fedavg import FederatedAveraging
+from lightning_fl.checkpoint import SafeCheckpointIO
+from lightning_fl.cli_errors import ERROR_EXIT_CODE, package_error
 from lightning_fl.datamodules.federated import FederatedDataModule
 from lightning_fl.datamodules.report import partition_report, plot_partition
-from lightning_fl.exceptions import FederatedConfigError
+from lightning_fl.exceptions import CheckpointError, FederatedConfigError
 from lightning_fl.strategies import FederatedDDPStrategy
 from lightning_fl.trainer import federated_trainer_defaults
 
@@ -54,6 +58,26 @@ class FederatedCLI(LightningCLI):
             kwargs["strategy"] = FederatedDDPStrategy()
         return super().instantiate_trainer(**kwargs)
 
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI reads the checkpoint's hyperparameters before training: report an unreadable file as a
+        :class:`CheckpointError` instead of torch's error (Lightning's private hook, overridden for its message)."""
+        try:
+            super()._parse_ckpt_path()
+        except (SystemExit, ArgumentError):
+            raise
+        except Exception as err:
+            path = self.config[self.config.subcommand].get("ckpt_path")
+            SafeCheckpointIO(TorchCheckpointIO()).load_checkpoint(path, map_location="cpu")  # raises the clear error
+            raise CheckpointError(f"checkpoint {str(path)!r} could not be read: {err}") from err
+
+    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
+        """Load checkpoints weights-only unless ``--weights_only`` says otherwise (torch < 2.6 defaulted to
+        ``False``, which can run code from a downloaded file)."""
+        kwargs = super()._prepare_subcommand_kwargs(subcommand)
+        if "weights_only" in kwargs and kwargs["weights_only"] is None:
+            kwargs["weights_only"] = True
+        return kwargs
+
 
 def _device_count(trainer_config: dict[str, Any]) -> int:
     devices = trainer_config.get("devices", "auto")
@@ -77,7 +101,7 @@ def partition_main(argv: list[str]) -> None:
     config_path, rest = _pop_flag(argv, "--config")
     if config_path is None:
         raise FederatedConfigError("lightning-fl partition needs --config PATH (a lightning-fl YAML config)")
-    parser = ArgumentParser(prog="lightning-fl partition", description=partition_main.__doc__)
+    parser = ArgumentParser(prog="lightning-fl partition", description=partition_main.__doc__, exit_on_error=False)
     parser.add_argument("--plot", type=str | None, default=None, help="Write a PNG of label counts per client here")
     parser.add_class_arguments(FederatedDataModule, "data")
     raw = yaml.safe_load(Path(config_path).read_text()) or {}
@@ -109,15 +133,32 @@ def _pop_flag(argv: list[str], flag: str) -> tuple[str | None, list[str]]:
 
 
 def main(args: list[str] | None = None) -> None:
-    """Entry point of the ``lightning-fl`` console script."""
+    """Entry point of the ``lightning-fl`` console script (``args``: instead of the command line).
+
+    A configuration error (an error of lightning-fl's own, raised while the classes are built or while training is
+    set up or resumed, or an argument the parser refuses) is printed as one line, ``lightning-fl: error: ...``, and
+    exits with status 2; other errors keep their traceback.
+    """
     argv = sys.argv[1:] if args is None else args
     try:
-        if argv and argv[0] == "partition":
-            partition_main(argv[1:])
-        else:
-            FederatedCLI(args=argv)
-    except FederatedConfigError as err:
-        sys.exit(f"lightning-fl: error: {err}")
+        with warnings.catch_warnings():
+            # main(args) is the deliberate in-process use: LightningCLI's warning about args next to sys.argv is noise
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+            if argv and argv[0] == "partition":
+                partition_main(argv[1:])
+            else:
+                FederatedCLI(args=argv, parser_kwargs=_no_exit_on_error())
+    except Exception as err:
+        message = package_error(err)
+        if message is None:
+            raise
+        print(f"lightning-fl: error: {message}", file=sys.stderr)
+        sys.exit(ERROR_EXIT_CODE)
+
+
+def _no_exit_on_error() -> dict[str, Any]:
+    """Parser arguments that make jsonargparse raise its errors (with their causes) instead of exiting."""
+    return {"exit_on_error": False, **{name: {"exit_on_error": False} for name in LightningCLI.subcommands()}}
 
 
 if __name__ == "__main__":

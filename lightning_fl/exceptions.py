@@ -24,3 +24,8 @@ class DataFileError(FederatedConfigError):
 
     The message names the file, the record (user and sample, line, row) and what is wrong with it.
     """
+
+
+class CheckpointError(FederatedConfigError):
+    """A checkpoint file that cannot be trusted: corrupt, truncated, edited, holding NaN or Inf weights, or written
+    for another data configuration. The message names the file or the setting and what is wrong."""

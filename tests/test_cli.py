@@ -58,6 +58,10 @@ def test_partition_subcommand_prints_and_plots(tmp_path, capsys):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_cli_rejects_bad_values_before_training(tmp_path):
-    with pytest.raises(SystemExit, match=r"clients_per_round must be an integer >= 1, got 0"):
+def test_cli_rejects_bad_values_before_training(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
         main(["fit", "--config", CONFIG, "--data.clients_per_round=0", f"--trainer.default_root_dir={tmp_path}"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "lightning-fl: error: clients_per_round must be an integer >= 1, got 0"
+    )

@@ -21,10 +21,12 @@ from lightning_fl.callbacks.algorithm import (
 )
 from lightning_fl.callbacks.batchnorm_guard import BatchNormGuard
 from lightning_fl.callbacks.client_seed import seed_client
+from lightning_fl.callbacks.guards import GuardedServerStep
 from lightning_fl.callbacks.lazy import materialize_lazy_modules
 from lightning_fl.callbacks.round_log import RoundStats
 from lightning_fl.callbacks.schedulers import StepSchedules, install_stepping_estimate, remove_stepping_estimate
 from lightning_fl.callbacks.trainer_checks import check_trainer
+from lightning_fl.checkpoint import checkpoint_name, install_safe_checkpoint_io, stamp_checkpoint, verify_checkpoint
 from lightning_fl.checks import check_int
 from lightning_fl.codecs.base import Codec
 from lightning_fl.codecs.policy import TensorPolicy
@@ -106,6 +108,7 @@ class FederatedAveraging(Callback):
         self.uplink_bytes_total = 0
         self.downlink_bytes_total = 0
         self.rejected_updates_total = 0
+        self.rejected_rounds_total = 0
         self.rounds_completed = 0
         self.history: list[dict[str, float]] = []
         # runtime state, built at fit start
@@ -113,6 +116,7 @@ class FederatedAveraging(Callback):
         self._state: FlatState | None = None
         self._pending: dict[str, Any] | None = None
         self._warned_nonfinite = False
+        self._guard: GuardedServerStep | None = None
         self._algorithms: list[FederatedAlgorithm] = []
         self._sub: ClientSubmodels | None = None
         self._schedules: StepSchedules | None = None
@@ -123,6 +127,7 @@ class FederatedAveraging(Callback):
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         if stage == "fit":
             check_trainer(trainer)
+            install_safe_checkpoint_io(trainer.strategy)  # before Lightning loads ckpt_path
             self._algorithms = find_algorithms(trainer)
             self._pin_stateful_clients(trainer)
             install_stepping_estimate(trainer, lambda: trainer.datamodule.max_client_steps)  # type: ignore[attr-defined]
@@ -158,6 +163,7 @@ class FederatedAveraging(Callback):
         if self._pending is not None:
             self._apply_loaded_state(self._pending, state.device)
             self._pending = None
+        self._guard = GuardedServerStep(state, self.server_optimizer)
         context = FederatedContext(state, dm, self._seed, trainer.global_rank, trainer.world_size, local)
         for algorithm in self._algorithms:
             algorithm.on_federated_fit_start(context)
@@ -236,6 +242,13 @@ class FederatedAveraging(Callback):
                 f"refusing to checkpoint in the middle of round {trainer.current_epoch}: the module holds a "
                 "client's weights, not the global model. Checkpoint at round ends (ModelCheckpoint(every_n_epochs=1))"
             )
+        stamp_checkpoint(checkpoint, self.state_key)
+
+    @override
+    def on_load_checkpoint(
+        self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", checkpoint: dict[str, Any]
+    ) -> None:
+        verify_checkpoint(checkpoint, self.state_key, checkpoint_name(trainer))
 
     @override
     def teardown(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
@@ -310,7 +323,7 @@ class FederatedAveraging(Callback):
         delta, views = exchange.update()
         # One reduction instead of an elementwise isfinite (100x cheaper): NaN and Inf entries make the sum
         # non-finite; so would finite entries whose sum overflows float32, which no sane update has.
-        if not bool(torch.isfinite(delta.sum())):
+        if not bool(torch.isfinite(delta.sum())):  # the client's own check, before algorithms read the update
             self._reject(client_id)
             return
         weight = float(self._dm.client_sizes[client_id])
@@ -334,8 +347,9 @@ class FederatedAveraging(Callback):
         if not self._warned_nonfinite:
             self._warned_nonfinite = True
             warnings.warn(
-                f"client {client_id}'s update in round {self._plan.round_idx} contains NaN or Inf and was dropped "
-                "from the average; further rejections are counted in fl/rejected_updates without a warning",
+                f"client {client_id}'s update in round {self._plan.round_idx} is not finite (it contains NaN or "
+                "Inf, or is too large to sum in float32) and was dropped from the average; further rejections are "
+                "counted in fl/rejected_updates without a warning",
                 RuntimeWarning,
                 stacklevel=2,
             )
@@ -359,13 +373,15 @@ class FederatedAveraging(Callback):
         round_context = RoundContext(self._plan.round_idx, self._plan.clients, reported, is_last)
         for algorithm in self._algorithms:
             algorithm.on_round_synced(round_context, agg)
+        refused = False
         if reported > 0:
             denominator = float(self._dm.client_sizes.sum()) if self.aggregation == "all" else None
-            mean = agg.compute(denominator)
-            p = state.num_param_elements
-            self.server_optimizer.step(state.flat[:p], mean[:p])
-            state.flat[p:].add_(mean[p:])
-            state.int_flat.add_(extras[:n_int].round().to(torch.int64).to(state.int_flat.device))
+            increments = extras[:n_int].round().to(torch.int64).to(state.int_flat.device)
+            assert self._guard is not None
+            reason = self._guard.step(agg.compute(denominator), increments)
+            refused = reason is not None
+            if reason is not None:
+                self._guard.warn_refused(self._plan.round_idx, reason)
         else:
             warnings.warn(
                 f"no client update reached the server in round {self._plan.round_idx}; the global model is unchanged",
@@ -382,6 +398,7 @@ class FederatedAveraging(Callback):
         self.uplink_bytes_total += up_bytes
         self.downlink_bytes_total += down_bytes
         self.rejected_updates_total += rejected
+        self.rejected_rounds_total += int(refused)
         self.rounds_completed += 1
         stats = RoundStats(
             round_idx=self._plan.round_idx,
@@ -393,6 +410,7 @@ class FederatedAveraging(Callback):
             downlink_dense_bytes=self._exchange.dense_bytes * len(self._plan.clients),
             uplink_dense_bytes=self._exchange.dense_bytes * senders,
             rejected_updates=rejected,
+            rejected_rounds=int(refused),
             round_seconds=time.perf_counter() - self._round_start_time,
         )
         metrics = stats.metrics()
@@ -412,6 +430,7 @@ class FederatedAveraging(Callback):
             "uplink_bytes_total": self.uplink_bytes_total,
             "downlink_bytes_total": self.downlink_bytes_total,
             "rejected_updates_total": self.rejected_updates_total,
+            "rejected_rounds_total": self.rejected_rounds_total,
             "rounds_completed": self.rounds_completed,
         }
 
@@ -423,6 +442,7 @@ class FederatedAveraging(Callback):
         self.uplink_bytes_total = int(state_dict["uplink_bytes_total"])
         self.downlink_bytes_total = int(state_dict["downlink_bytes_total"])
         self.rejected_updates_total = int(state_dict["rejected_updates_total"])
+        self.rejected_rounds_total = int(state_dict.get("rejected_rounds_total", 0))
         self.rounds_completed = int(state_dict["rounds_completed"])
 
     def _apply_loaded_state(self, state_dict: dict[str, Any], device: torch.device) -> None:

@@ -20,6 +20,8 @@ class RoundStats:
         uplink_dense_bytes: Bytes the updates that were sent would take as raw float32 payloads (clients whose
             update was dropped before sending count in neither this nor ``uplink_bytes``).
         rejected_updates: Client updates dropped for containing NaN or Inf.
+        rejected_rounds: 1 when the round was refused because its aggregate or the model after the server step held
+            NaN or Inf (the global model was kept), else 0.
         round_seconds: Wall time of the round's training and aggregation on this rank.
     """
 
@@ -33,6 +35,7 @@ class RoundStats:
     uplink_dense_bytes: int
     rejected_updates: int
     round_seconds: float
+    rejected_rounds: int = 0
 
     def metrics(self) -> dict[str, float]:
         """The ``fl/`` scalars, by their logged names."""
@@ -47,5 +50,6 @@ class RoundStats:
                 self.downlink_dense_bytes / self.downlink_bytes if self.downlink_bytes else float("nan")
             ),
             "fl/rejected_updates": float(self.rejected_updates),
+            "fl/rejected_rounds": float(self.rejected_rounds),
             "fl/round_seconds": self.round_seconds,
         }

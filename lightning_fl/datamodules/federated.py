@@ -12,6 +12,7 @@ from typing_extensions import override
 
 from lightning_fl.checks import check_bool, check_fraction, check_int
 from lightning_fl.datamodules.datasets.base import DatasetSource, Splits
+from lightning_fl.datamodules.fingerprint import data_fingerprint, fingerprint_changes
 from lightning_fl.datamodules.labels import LabelFn, dataset_labels
 from lightning_fl.datamodules.loaders import eval_batches, make_batch_loader
 from lightning_fl.datamodules.partitioners.base import Partitioner
@@ -23,7 +24,7 @@ from lightning_fl.datamodules.plan import (
     build_round_plan,
     num_client_batches,
 )
-from lightning_fl.exceptions import FederatedConfigError
+from lightning_fl.exceptions import CheckpointError, FederatedConfigError
 from lightning_fl.seeding import derive_seed
 
 
@@ -224,6 +225,34 @@ class FederatedDataModule(pl.LightningDataModule):
             val.append(np.sort(perm[:n_val]))
             train.append(np.sort(perm[n_val:]))
         return train, val
+
+    # ------------------------------------------------------------------ checkpoints
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        """The data configuration's fingerprint (dataset size, partitioner and its arguments, partition, plan
+        settings), saved in checkpoints once the data is set up."""
+        return {"fingerprint": data_fingerprint(self)} if self.train_dataset is not None else {}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Refuse to resume on another data configuration than the checkpoint's.
+
+        Raises:
+            CheckpointError: Naming every setting that changed.
+        """
+        saved = state_dict.get("fingerprint")
+        if saved is None:
+            return
+        if self.train_dataset is None:
+            self.setup("fit")
+        changes = fingerprint_changes(saved, data_fingerprint(self))
+        if changes:
+            path = self.trainer.ckpt_path if self.trainer is not None else None
+            raise CheckpointError(
+                f"cannot resume from checkpoint {str(path)!r}: it was written for another data configuration "
+                f"({'; '.join(changes)}); the resumed run would not continue the saved one (per-client state is keyed "
+                "by client id). Resume with the checkpoint's settings or start a new run"
+            )
 
     # ------------------------------------------------------------------ clients
     @property

@@ -23,6 +23,7 @@ from torch import nn
 from typing_extensions import override
 
 from lightning_fl.callbacks.trainer_checks import check_trainer
+from lightning_fl.checkpoint import install_safe_checkpoint_io
 from lightning_fl.codecs.base import Codec
 from lightning_fl.datamodules.federated import FederatedDataModule
 from lightning_fl.datamodules.plan import RoundPlan
@@ -156,6 +157,7 @@ class FedGKTModule(pl.LightningModule):
         if stage == "fit":
             check_trainer(self.trainer)
             check_gkt_trainer(self.trainer)
+            install_safe_checkpoint_io(self.trainer.strategy)  # weights-only loads, clear errors for corrupt files
         if not isinstance(dm, FederatedDataModule):
             raise FederatedConfigError(f"FedGKTModule needs a FederatedDataModule, got {type(dm).__name__}")
         self._dm = dm

@@ -120,8 +120,9 @@ class ClientExchange:
         """Send the (possibly changed) update through the uplink.
 
         Returns:
-            ``(bytes, update, coverage)``: the full-size update the server decodes (``None`` when it decoded to
-            NaN or Inf) and, for submodels, which coordinates the client held (``None`` otherwise).
+            ``(bytes, update, coverage)``: the full-size update the server decodes (``None`` when it is not
+            finite: NaN, Inf, or entries whose sum overflows float32) and, for submodels, which coordinates the client
+            held (``None`` otherwise).
         """
         nbytes, received = self.uplink.send(
             self.names, self.wire.shared_of(self._delta_views), seed=self.seed, round_idx=round_idx,
@@ -133,8 +134,10 @@ class ClientExchange:
         else:
             torch._foreach_copy_(self.wire.shared_of(self._received_views), received)
             update = self._received
-            if not bool(torch.isfinite(update.sum())):  # a codec that decoded to garbage (e.g. fp16 overflow)
-                return nbytes, None, None
+        # the server's check of what it decoded: an update algorithms scaled to overflow (an attack), or a codec
+        # that decoded to garbage (e.g. fp16 overflow)
+        if not bool(torch.isfinite(update.sum())):
+            return nbytes, None, None
         if self.sub is None:
             return nbytes, update, None
         # back to full size; the coverage says which coordinates this client held

@@ -1,0 +1,99 @@
+"""What defines a federated data configuration, saved with checkpoints so that a resume on other data is refused.
+
+Per-client state (SCAFFOLD control variates, error-feedback residuals, asynchronous buffers) is keyed by client id;
+resumed on a different partition it would be applied to clients that now hold other data. The fingerprint records the
+dataset size, the partitioner and its arguments, the number of clients, a digest of the partition itself and the
+settings of the round plan; :func:`fingerprint_changes` names every one that differs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from lightning_fl.datamodules.federated import FederatedDataModule
+
+_PLAIN = (int, float, str, bool, type(None))
+
+#: The data module's settings that shape the partition or the rounds' plans (recorded next to the dataset size, the
+#: partitioner and its arguments, and the partition's digest).
+PLAN_SETTINGS = (
+    "seed", "local_val_fraction", "clients_per_round", "client_sampling", "batch_size", "local_epochs", "shuffle",
+    "drop_last",
+)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` when it is a plain value (or a list/tuple of them, as a list), else ``None`` (not recorded)."""
+    if isinstance(value, _PLAIN):
+        return value
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        return value.item()
+    if isinstance(value, (list, tuple)) and all(isinstance(v, _PLAIN) for v in value):
+        return list(value)
+    return None
+
+
+def partition_digest(client_indices: list[np.ndarray], client_val_indices: list[np.ndarray]) -> str:
+    """SHA-256 (hex) of every client's training and local validation sample indices, in client order.
+
+    Example:
+        >>> a = partition_digest([np.array([0, 2]), np.array([1])], [])
+        >>> a == partition_digest([np.array([0]), np.array([1, 2])], [])
+        False
+    """
+    digest = hashlib.sha256()
+    for split in (client_indices, client_val_indices):
+        digest.update(str(len(split)).encode())
+        for ix in split:
+            array = np.ascontiguousarray(np.asarray(ix, dtype=np.int64))
+            digest.update(str(len(array)).encode())
+            digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def data_fingerprint(dm: FederatedDataModule) -> dict[str, Any]:
+    """The fingerprint of a set-up data module: plain values only, so a weights-only load can read it back.
+
+    Example:
+        >>> from lightning_fl.datamodules import FederatedDataModule, IIDPartitioner
+        >>> dm = FederatedDataModule(partitioner=IIDPartitioner(num_clients=10), clients_per_round=3)
+        >>> dm.setup("fit")
+        >>> fp = data_fingerprint(dm)
+        >>> fp["num_clients"], fp["partitioner"], fp["clients_per_round"]
+        (10, 'IIDPartitioner', 3)
+    """
+    assert dm.train_dataset is not None
+    fingerprint: dict[str, Any] = {
+        "dataset_size": len(dm.train_dataset),  # type: ignore[arg-type]
+        "num_clients": len(dm.client_indices),
+        "partitioner": type(dm.partitioner).__name__,
+    }
+    for name, value in sorted(vars(dm.partitioner).items()):
+        if not name.startswith("_") and name != "num_clients" and (plain := _plain(value)) is not None:
+            fingerprint[f"partitioner.{name}"] = plain
+    for name in PLAN_SETTINGS:  # a setting the data module does not have is recorded as None on both sides
+        fingerprint[name] = _plain(getattr(dm, name, None))
+    fingerprint["partition"] = partition_digest(dm.client_indices, dm.client_val_indices)
+    return fingerprint
+
+
+def fingerprint_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """One ``"name: checkpoint A, now B"`` per setting that differs (the partition digest is named only when nothing
+    explains it: then the dataset's content or order changed).
+
+    Example:
+        >>> fingerprint_changes({"num_clients": 8, "partition": "a"}, {"num_clients": 4, "partition": "b"})
+        ['num_clients: checkpoint 8, now 4']
+    """
+    changes = [
+        f"{name}: checkpoint {saved.get(name, '(not set)')!r}, now {current.get(name, '(not set)')!r}"
+        for name in [*saved, *(n for n in current if n not in saved)]
+        if name != "partition" and saved.get(name) != current.get(name)
+    ]
+    if not changes and saved.get("partition") != current.get("partition"):
+        changes.append("the partition (which samples each client holds): the training data's content or order changed")
+    return changes
