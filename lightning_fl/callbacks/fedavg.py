@@ -136,7 +136,8 @@ class FederatedAveraging(Callback):
         self._int_names = [s.name for s in state.int_specs]
         self._sub = self._find_submodels(pl_module, state)
         self._agg = self.aggregator
-        self._agg.bind(state.numel, state.device, extra_numel=state.int_numel + 4, per_coordinate=self._sub is not None)
+        self._agg.bind(state.numel, state.device, extra_numel=state.int_numel + 4, per_coordinate=self._sub is not None,
+                       dtype=state.dtype)
         local = frozenset(n for a in self._algorithms for n in a.local_tensor_names(pl_module, state))
         wire = WireSelection(state, local)
         own_codecs = [

@@ -20,8 +20,12 @@ class TensorSpec:
 
 
 class FlatState:
-    """The federated state of a module: its trainable parameters and floating buffers in one float32 vector,
+    """The federated state of a module: its trainable parameters and floating buffers in one floating vector,
     its integer buffers (``num_batches_tracked``) in one int64 vector.
+
+    The floating vector has the module's widest floating dtype, and at least float32 (:func:`state_dtype`): a
+    ``precision="64-true"`` module keeps float64 global weights exactly; half-precision modules are averaged in
+    float32.
 
     ``params`` occupy ``flat[:num_param_elements]``; floating buffers follow. The module's own tensors are kept as
     references (``module_float``, ``module_int``) so loading the global state is one foreach copy.
@@ -65,7 +69,9 @@ class FlatState:
         self.module_float: list[torch.Tensor] = [t for _, t in params + float_bufs]
         self.module_int: list[torch.Tensor] = [t for _, t in int_bufs]
         self.device = device
-        self.flat = torch.zeros(self.numel, dtype=torch.float32, device=device)
+        #: The dtype of the floating state (:func:`state_dtype` of the module's tensors).
+        self.dtype = state_dtype(self.module_float)
+        self.flat = torch.zeros(self.numel, dtype=self.dtype, device=device)
         self.int_flat = torch.zeros(self.int_numel, dtype=torch.int64, device=device)
         self.views = self.make_views(self.flat)
         self.int_views = [self.int_flat[s.offset : s.offset + s.numel].view(s.shape) for s in self.int_specs]
@@ -110,6 +116,19 @@ class FlatState:
         for spec, src in zip(self.int_specs, self.module_int, strict=False):
             out[spec.offset : spec.offset + spec.numel] = src.reshape(-1)
         return out - self.int_flat
+
+
+def state_dtype(tensors: list[torch.Tensor]) -> torch.dtype:
+    """The dtype the global state of floating ``tensors`` is kept in: their widest dtype, at least float32.
+
+    Example:
+        >>> state_dtype([torch.zeros(1, dtype=torch.float64), torch.zeros(1)]), state_dtype([torch.zeros(1).half()])
+        (torch.float64, torch.float32)
+    """
+    dtype = torch.float32
+    for tensor in tensors:
+        dtype = torch.promote_types(dtype, tensor.dtype)
+    return dtype
 
 
 def _persistent_buffers(module: nn.Module) -> list[tuple[str, torch.Tensor]]:
