@@ -6,7 +6,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from torch.utils.data import Dataset
 from typing_extensions import override
@@ -22,6 +21,7 @@ from lightning_fl.datamodules.plan import (
     build_round_plan,
 )
 from lightning_fl.exceptions import FederatedConfigError
+from lightning_fl.namespaces import LightningDataModule
 from lightning_fl.seeding import derive_seed
 
 
@@ -35,7 +35,7 @@ def dataset_targets(dataset: Dataset) -> np.ndarray:
     return np.asarray(targets)
 
 
-class FederatedDataModule(pl.LightningDataModule):
+class FederatedDataModule(LightningDataModule):
     """Partitions a training set across clients and yields, for round ``trainer.current_epoch``, the batches of
     that round's sampled clients on this rank, one client after another.
 
