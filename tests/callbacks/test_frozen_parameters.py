@@ -12,7 +12,7 @@ from pytorch_lightning.callbacks import BackboneFinetuning
 from test_fedavg_reference import make_dm
 from torch import nn
 
-from lightning_fl import FederatedAveraging
+from lightning_fl import DifferentialPrivacy, FederatedAveraging
 from lightning_fl.codecs import StochasticQuantizer
 from lightning_fl.codecs.policy import TensorPolicy
 
@@ -110,3 +110,30 @@ def test_frozen_tensors_are_left_out_of_a_lossy_uplink_too(tiny_data):
     up = [m["fl/uplink_bytes"] / m["fl/clients"] for m in fedavg.history]
     assert up[0] < up[1] == up[2]
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+class FrozenFirstLayer(pl.LightningModule):
+    """A pretrained first layer the user keeps frozen for the whole fit."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.Linear(6, 16).requires_grad_(False)
+        self.head = nn.Linear(16, 3)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return F.cross_entropy(self.head(torch.relu(self.backbone(x))), y)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.head.parameters(), lr=0.1)
+
+
+def test_differential_privacy_adds_no_noise_to_frozen_parameters(tiny_data):
+    torch.manual_seed(0)
+    model = FrozenFirstLayer()
+    frozen = model.backbone.weight.detach().clone()
+    head = model.head.weight.detach().clone()
+    callbacks = [FederatedAveraging(), DifferentialPrivacy(clip_norm=1.0, noise_multiplier=1.0)]
+    pl.Trainer(**quiet_trainer_kwargs(max_epochs=2, callbacks=callbacks)).fit(model, datamodule=make_dm(tiny_data))
+    assert torch.equal(model.backbone.weight, frozen)
+    assert not torch.equal(model.head.weight, head)
