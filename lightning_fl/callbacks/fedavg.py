@@ -20,7 +20,7 @@ from lightning_fl.callbacks.algorithm import (
 )
 from lightning_fl.callbacks.client_seed import seed_client
 from lightning_fl.callbacks.round_log import RoundStats
-from lightning_fl.callbacks.step_axis import RoundStepAxis, max_round_batches, step_stride
+from lightning_fl.callbacks.step_axis import RoundStepAxis
 from lightning_fl.callbacks.trainer_checks import check_trainer
 from lightning_fl.codecs.base import Codec
 from lightning_fl.codecs.policy import TensorPolicy
@@ -112,8 +112,8 @@ class FederatedAveraging(Callback):
         self._warned_nonfinite = False
         self._algorithms: list[FederatedAlgorithm] = []
         self._sub: ClientSubmodels | None = None
-        #: The per-batch logging axis (``step = round_idx * stride + batch``), built at fit start.
-        self.step_axis: RoundStepAxis | None = None
+        #: The per-batch logging axis (``step = round_idx * stride + batch``), bound to the data at fit start.
+        self.step_axis = RoundStepAxis()
 
     # ------------------------------------------------------------------ hooks
     @override
@@ -132,7 +132,7 @@ class FederatedAveraging(Callback):
         assert isinstance(dm, FederatedDataModule)
         self._dm = dm
         self._seed = dm.seed if self.seed is None else self.seed
-        self.step_axis = RoundStepAxis(step_stride(max_round_batches(dm)))
+        self.step_axis.bind(dm)
         extra_global = set().union(*(a.global_tensor_names(pl_module) for a in self._algorithms))
         state = FlatState(pl_module, pl_module.device, extra_names=extra_global)
         self._state = state
@@ -174,12 +174,10 @@ class FederatedAveraging(Callback):
 
     @override
     def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        assert self.step_axis is not None
         self.step_axis.start_round(trainer, trainer.current_epoch)  # also after a resume restored the loop state
 
     @override
     def on_train_epoch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        assert self.step_axis is not None
         self.step_axis.start_round(trainer, trainer.current_epoch)
         plan = self._dm.current_plan
         if plan is None or plan.round_idx != trainer.current_epoch:
@@ -214,7 +212,6 @@ class FederatedAveraging(Callback):
 
     @override
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        assert self.step_axis is not None
         self.step_axis.end_round(trainer, trainer.current_epoch)
         # Lightning logs epoch-level metrics at the step named "step": make it the round.
         if trainer.loggers:

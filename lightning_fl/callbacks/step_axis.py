@@ -57,13 +57,17 @@ class RoundStepAxis:
     step of per-batch logs (the logger connector, ``LearningRateMonitor``, ``DeviceStatsMonitor`` read it); the
     optimizer step count ``trainer.global_step``, which schedulers, ``max_steps`` and checkpoints use, is untouched.
 
-    Args:
-        stride: Steps per round on the per-batch axis.
+    Attributes:
+        stride: Steps per round on the per-batch axis (1 until :meth:`bind`).
     """
 
-    def __init__(self, stride: int) -> None:
-        self.stride = stride
+    def __init__(self) -> None:
+        self.stride = 1
         self._warned = False
+
+    def bind(self, dm: FederatedDataModule) -> None:
+        """Size the stride for the data module's rounds (at fit start, after its ``setup``)."""
+        self.stride = step_stride(max_round_batches(dm))
 
     def start_round(self, trainer: "pl.Trainer", round_idx: int) -> None:
         """Put the per-batch step at the start of ``round_idx`` (at fit start, and at every round's start and end,

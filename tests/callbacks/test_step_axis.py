@@ -50,7 +50,7 @@ def test_per_round_scalars_at_the_round_and_per_step_scalars_within_the_round(ti
     stride = step_stride(max_round_batches(dm))
     batches = [dm.plan_round(r).num_batches for r in range(ROUNDS)]
     fedavg, steps = _fit(tiny_data, tmp_path, "run", LearningRateMonitor(logging_interval="step"))
-    assert fedavg.step_axis is not None and fedavg.step_axis.stride == stride
+    assert fedavg.step_axis.stride == stride
     for tag in ("val/acc", "val/loss", "fl/clients", "fl/uplink_bytes"):
         assert steps[tag] == list(range(ROUNDS)), tag
     # one value per batch: batch b of round r at r * stride + b
@@ -61,7 +61,6 @@ def test_per_round_scalars_at_the_round_and_per_step_scalars_within_the_round(ti
 
 def test_epoch_interval_learning_rate_is_logged_at_each_round_start(tiny_data, tmp_path):
     fedavg, steps = _fit(tiny_data, tmp_path, "epoch_lr", LearningRateMonitor(logging_interval="epoch"))
-    assert fedavg.step_axis is not None
     stride = fedavg.step_axis.stride
     assert steps["lr-SGD"] == [r * stride for r in range(ROUNDS)]
 
