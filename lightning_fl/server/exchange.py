@@ -153,7 +153,8 @@ class ClientExchange:
             if sent is not None:
                 torch._foreach_zero_(views)
                 views = [views[j] for j in sent]
-            torch._foreach_copy_(views, received)
+            if received:  # nothing was sent when every shared tensor is a frozen, unchanged parameter
+                torch._foreach_copy_(views, received)
             update = self._received
             if not bool(torch.isfinite(update.sum())):  # a codec that decoded to garbage (e.g. fp16 overflow)
                 return nbytes, None, None

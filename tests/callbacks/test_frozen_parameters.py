@@ -12,7 +12,7 @@ from pytorch_lightning.callbacks import BackboneFinetuning
 from test_fedavg_reference import make_dm
 from torch import nn
 
-from lightning_fl import DifferentialPrivacy, FederatedAveraging
+from lightning_fl import DifferentialPrivacy, FederatedAveraging, PersonalLayers
 from lightning_fl.codecs import StochasticQuantizer
 from lightning_fl.codecs.policy import TensorPolicy
 
@@ -137,3 +137,14 @@ def test_differential_privacy_adds_no_noise_to_frozen_parameters(tiny_data):
     pl.Trainer(**quiet_trainer_kwargs(max_epochs=2, callbacks=callbacks)).fit(model, datamodule=make_dm(tiny_data))
     assert torch.equal(model.backbone.weight, frozen)
     assert not torch.equal(model.head.weight, head)
+
+
+def test_a_frozen_shared_backbone_under_a_personal_head_sends_only_presence_bits(tiny_data):
+    torch.manual_seed(0)
+    model = FrozenFirstLayer()
+    frozen = model.backbone.weight.detach().clone()
+    fedavg = FederatedAveraging(uplink=StochasticQuantizer(bits=4), policy=TensorPolicy(min_numel=1))
+    callbacks = [fedavg, PersonalLayers(modules=["head"])]
+    pl.Trainer(**quiet_trainer_kwargs(max_epochs=1, callbacks=callbacks)).fit(model, datamodule=make_dm(tiny_data))
+    assert fedavg.history[0]["fl/uplink_bytes"] == fedavg.history[0]["fl/clients"] * 1  # 2 shared tensors: 1 byte
+    assert torch.equal(model.backbone.weight, frozen)
