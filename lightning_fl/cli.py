@@ -9,6 +9,7 @@ device is requested with ``strategy: auto``.
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -135,11 +136,13 @@ def _pop_flag(argv: list[str], flag: str) -> tuple[str | None, list[str]]:
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``lightning-fl`` console script (``args``: instead of the command line).
 
-    A configuration error (an error of lightning-fl's own, raised while the classes are built or while training is
-    set up or resumed, or an argument the parser refuses) is printed as one line, ``lightning-fl: error: ...``, and
-    exits with status 2; other errors keep their traceback.
+    The working directory goes first on ``sys.path``, as with ``python -m``: ``--model.class_path=my_module.MyModel``
+    finds ``./my_module.py`` without ``PYTHONPATH=.``. A configuration error (an error of lightning-fl's own, raised
+    while the classes are built or while training is set up or resumed, or an argument the parser refuses) is printed
+    as one line, ``lightning-fl: error: ...``, and exits with status 2; other errors keep their traceback.
     """
     argv = sys.argv[1:] if args is None else args
+    _put_working_directory_on_path()
     try:
         with warnings.catch_warnings():
             # main(args) is the deliberate in-process use: LightningCLI's warning about args next to sys.argv is noise
@@ -159,6 +162,12 @@ def main(args: list[str] | None = None) -> None:
 def _no_exit_on_error() -> dict[str, Any]:
     """Parser arguments that make jsonargparse raise its errors (with their causes) instead of exiting."""
     return {"exit_on_error": False, **{name: {"exit_on_error": False} for name in LightningCLI.subcommands()}}
+
+
+def _put_working_directory_on_path() -> None:
+    cwd = os.getcwd()
+    if not any(entry in ("", ".", cwd) for entry in sys.path):
+        sys.path.insert(0, cwd)
 
 
 if __name__ == "__main__":

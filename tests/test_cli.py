@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,16 @@ def test_cli_rejects_bad_values_before_training(tmp_path, capsys):
     assert capsys.readouterr().err.splitlines()[-1] == (
         "lightning-fl: error: clients_per_round must be an integer >= 1, got 0"
     )
+
+
+def test_cli_finds_a_model_class_in_the_working_directory(tmp_path, monkeypatch):
+    (tmp_path / "my_module.py").write_text(
+        "from lightning_fl import ClassifierModule\n\n\nclass MyModel(ClassifierModule):\n    pass\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.path", [p for p in sys.path if p not in ("", ".", str(tmp_path))])
+    monkeypatch.delitem(sys.modules, "my_module", raising=False)
+    run_dir = fit(tmp_path, "own", "--model.class_path=my_module.MyModel", "--trainer.max_epochs=1",
+                  "--data.clients_per_round=2", "--trainer.limit_val_batches=1")
+    assert (run_dir / "checkpoints" / "last.ckpt").exists()
+    monkeypatch.delitem(sys.modules, "my_module", raising=False)

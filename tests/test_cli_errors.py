@@ -40,7 +40,8 @@ def test_bad_codec_nested_in_the_server_callback(capsys, tmp_path):
     with pytest.raises(SystemExit) as info:
         main(["fit", "--config", str(path), f"--trainer.default_root_dir={tmp_path}"])
     assert info.value.code == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1] == "lightning-fl: error: bits must be an integer in [1, 16], got 0"
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == "lightning-fl: error: bits must be an integer in [1, 16], got 0"
 
 
 def test_value_the_parser_refuses_is_one_line(capsys, tmp_path):

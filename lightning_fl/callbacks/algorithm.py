@@ -30,10 +30,10 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback
 from typing_extensions import override
 
 from lightning_fl.exceptions import FederatedConfigError, FederatedRuntimeError
+from lightning_fl.namespaces import Callback
 
 if TYPE_CHECKING:
     from lightning_fl.callbacks.fedavg import FederatedAveraging

@@ -8,7 +8,6 @@ from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_info
 from typing_extensions import override
 
@@ -25,6 +24,7 @@ from lightning_fl.callbacks.guards import GuardedServerStep
 from lightning_fl.callbacks.lazy import materialize_lazy_modules
 from lightning_fl.callbacks.round_log import RoundStats
 from lightning_fl.callbacks.schedulers import StepSchedules, install_stepping_estimate, remove_stepping_estimate
+from lightning_fl.callbacks.step_axis import RoundStepAxis
 from lightning_fl.callbacks.trainer_checks import check_trainer
 from lightning_fl.checkpoint import checkpoint_name, install_safe_checkpoint_io, stamp_checkpoint, verify_checkpoint
 from lightning_fl.checks import check_int
@@ -33,6 +33,7 @@ from lightning_fl.codecs.policy import TensorPolicy
 from lightning_fl.datamodules.federated import FederatedDataModule
 from lightning_fl.datamodules.plan import RoundPlan
 from lightning_fl.exceptions import FederatedConfigError, FederatedRuntimeError
+from lightning_fl.namespaces import Callback
 from lightning_fl.seeding import derive_seed
 from lightning_fl.server.aggregator import Aggregator, WeightedMeanAggregator
 from lightning_fl.server.codec_state import gather_codec_state
@@ -121,6 +122,8 @@ class FederatedAveraging(Callback):
         self._sub: ClientSubmodels | None = None
         self._schedules: StepSchedules | None = None
         self._bn_guard: BatchNormGuard | None = None
+        #: The per-batch logging axis (``step = round_idx * stride + batch``), bound to the data at fit start.
+        self.step_axis = RoundStepAxis()
 
     # ------------------------------------------------------------------ hooks
     @override
@@ -145,6 +148,7 @@ class FederatedAveraging(Callback):
         self._schedules = StepSchedules(trainer, dm.max_client_steps)
         self._bn_guard = BatchNormGuard(pl_module, dm.client_sizes, dm.batch_size, dm.drop_last,
                                         lambda: f"round {trainer.current_epoch}, client {self.current_client}")
+        self.step_axis.bind(dm)
         extra_global = set().union(*(a.global_tensor_names(pl_module) for a in self._algorithms))
         state = FlatState(pl_module, pl_module.device, extra_names=extra_global)
         self._state = state
@@ -152,7 +156,8 @@ class FederatedAveraging(Callback):
         self._int_names = [s.name for s in state.int_specs]
         self._sub = self._find_submodels(pl_module, state)
         self._agg = self.aggregator
-        self._agg.bind(state.numel, state.device, extra_numel=state.int_numel + 4, per_coordinate=self._sub is not None)
+        self._agg.bind(state.numel, state.device, extra_numel=state.int_numel + 4, per_coordinate=self._sub is not None,
+                       dtype=state.dtype)
         local = frozenset(n for a in self._algorithms for n in a.local_tensor_names(pl_module, state))
         wire = WireSelection(state, local)
         own_codecs = [
@@ -185,7 +190,12 @@ class FederatedAveraging(Callback):
             trainer.datamodule.pin_clients_to_ranks = True  # type: ignore[attr-defined]
 
     @override
+    def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        self.step_axis.start_round(trainer, trainer.current_epoch)  # also after a resume restored the loop state
+
+    @override
     def on_train_epoch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        self.step_axis.start_round(trainer, trainer.current_epoch)
         plan = self._dm.current_plan
         if plan is None or plan.round_idx != trainer.current_epoch:
             raise FederatedRuntimeError(
@@ -224,6 +234,7 @@ class FederatedAveraging(Callback):
 
     @override
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        self.step_axis.end_round(trainer, trainer.current_epoch)
         # Lightning logs epoch-level metrics at the step named "step": make it the round.
         if trainer.loggers:
             pl_module.log("step", float(trainer.current_epoch), logger=True, prog_bar=False)

@@ -15,6 +15,7 @@ from lightning_fl.callbacks.simulated_devices import SimulatedDevices
 from lightning_fl.checks import check_choice, check_int, check_positive
 from lightning_fl.datamodules.plan import Participation
 from lightning_fl.exceptions import FederatedConfigError, FederatedRuntimeError
+from lightning_fl.namespaces import both
 from lightning_fl.seeding import derive_seed
 from lightning_fl.systems.asynchronous import BufferedAsyncSchedule, ClientRun, staleness_weight
 from lightning_fl.systems.clock import step_samples
@@ -188,7 +189,7 @@ class FedBuff(SimulatedDevices):
         self.energy_joules_total += energy
         self.network_bytes_total += (down + up) * len(ids)
         for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger) and trainer.is_global_zero and len(stale):
+            if isinstance(logger, both(TensorBoardLogger)) and trainer.is_global_zero and len(stale):
                 logger.experiment.add_histogram("fl/staleness", stale, global_step=round_context.round_idx)
         metrics = {
             "fl/sim_seconds": seconds,

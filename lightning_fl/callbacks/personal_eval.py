@@ -18,6 +18,7 @@ from lightning_fl.checks import check_int, check_positive
 from lightning_fl.datamodules.loaders import make_batch_loader
 from lightning_fl.datamodules.plan import client_batches
 from lightning_fl.exceptions import FederatedConfigError
+from lightning_fl.namespaces import both
 from lightning_fl.seeding import derive_seed
 from lightning_fl.server.aggregator import is_distributed
 
@@ -82,7 +83,7 @@ class PersonalizedEvaluation(FederatedAlgorithm):
         self.client_accuracy = acc
         self.history.append({"round": float(round_context.round_idx), **metrics})
         for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger) and trainer.is_global_zero:
+            if isinstance(logger, both(TensorBoardLogger)) and trainer.is_global_zero:
                 logger.experiment.add_histogram("personal/acc", scored, global_step=round_context.round_idx)
         return metrics
 

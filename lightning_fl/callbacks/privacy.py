@@ -14,6 +14,7 @@ from lightning_fl.checks import check_float, check_fraction, check_positive
 from lightning_fl.exceptions import FederatedConfigError
 from lightning_fl.seeding import generator
 from lightning_fl.server.aggregator import Aggregator, WeightedMeanAggregator
+from lightning_fl.server.flat import TensorSpec
 from lightning_fl.server.robust import NormClippingAggregator
 
 #: Largest noise multiplier accepted.
@@ -61,6 +62,7 @@ class DifferentialPrivacy(FederatedAlgorithm):
         self.sample_rate: float | None = None
         self.epsilon = 0.0
         self.accountant = _rdp_accountant()
+        self._freezable: list[tuple[TensorSpec, torch.Tensor]] = []
 
     @override
     def on_federated_fit_start(self, context: FederatedContext) -> None:
@@ -95,6 +97,11 @@ class DifferentialPrivacy(FederatedAlgorithm):
             for s in local:
                 mask[s.offset : s.offset + s.numel] = 0
             self._noise_mask = mask.to(context.state.device)
+        state = context.state
+        self._freezable = [
+            (spec, tensor) for spec, tensor in zip(state.float_specs, state.module_float, strict=True)
+            if spec.is_parameter and spec.name not in state.extra_names and spec.name not in context.local_names
+        ]
 
     @override
     @torch.no_grad()
@@ -117,7 +124,16 @@ class DifferentialPrivacy(FederatedAlgorithm):
         noise = torch.randn(aggregator.numel, generator=gen).to(aggregator.weighted_sum.device)
         if self._noise_mask is not None:
             noise.mul_(self._noise_mask)
+        self._spare_frozen(noise, aggregator.weighted_sum)
         aggregator.weighted_sum.add_(noise, alpha=self.noise_multiplier * self.clip_norm)
+
+    def _spare_frozen(self, noise: torch.Tensor, weighted_sum: torch.Tensor) -> None:
+        """No noise on frozen parameters that no client changed (BackboneFinetuning before the unfreeze): their zero
+        update depends on no client's data, and noise would drift weights that nothing trains."""
+        for spec, tensor in self._freezable:
+            part = slice(spec.offset, spec.offset + spec.numel)
+            if not tensor.requires_grad and not bool(weighted_sum[part].any()):
+                noise[part] = 0
 
     @override
     def on_round_end(self, trainer: "pl.Trainer", round_context: RoundContext) -> dict[str, float]:

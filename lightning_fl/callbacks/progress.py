@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import TQDMProgressBar
 from typing_extensions import override
 
 from lightning_fl.checks import check_bool, check_int
+from lightning_fl.namespaces import TQDMProgressBar
 
 
 class RoundProgressBar(TQDMProgressBar):

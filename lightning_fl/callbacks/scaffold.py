@@ -67,7 +67,8 @@ class Scaffold(FederatedAlgorithm):
                 f"the checkpoint's server_control must have {p} values (the model's trainable parameters), "
                 f"got {loaded.numel()}"
             )
-        self.server_control = loaded.to(state.device) if loaded is not None else torch.zeros(p, device=state.device)
+        zeros = torch.zeros(p, dtype=state.dtype, device=state.device)
+        self.server_control = loaded.to(zeros) if loaded is not None else zeros
         self._loaded_server_control = None
         self._client_control = torch.zeros_like(self.server_control)
         self._correction = torch.zeros_like(self.server_control)

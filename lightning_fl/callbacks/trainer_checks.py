@@ -7,7 +7,8 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.strategies import SingleDeviceStrategy
 
 from lightning_fl.exceptions import FederatedConfigError
-from lightning_fl.strategies import FederatedDDPStrategy
+from lightning_fl.namespaces import both
+from lightning_fl.strategies import FEDERATED_STRATEGIES
 
 
 def check_trainer(trainer: "pl.Trainer") -> None:
@@ -62,7 +63,7 @@ def check_trainer(trainer: "pl.Trainer") -> None:
 
 def _check_strategy(trainer: "pl.Trainer") -> None:
     strategy = trainer.strategy
-    if isinstance(strategy, (SingleDeviceStrategy, FederatedDDPStrategy)):
+    if isinstance(strategy, (*both(SingleDeviceStrategy), *FEDERATED_STRATEGIES)):
         return
     raise FederatedConfigError(
         f"strategy must be single-device or lightning_fl's FederatedDDPStrategy (strategy='federated_ddp'), got "
@@ -72,8 +73,9 @@ def _check_strategy(trainer: "pl.Trainer") -> None:
 
 
 def _check_checkpointing(trainer: "pl.Trainer") -> None:
+    model_checkpoint = both(ModelCheckpoint)
     for cb in trainer.checkpoint_callbacks:
-        if isinstance(cb, ModelCheckpoint) and (cb._every_n_train_steps or cb._train_time_interval is not None):
+        if isinstance(cb, model_checkpoint) and (cb._every_n_train_steps or cb._train_time_interval is not None):
             raise FederatedConfigError(
                 "ModelCheckpoint(every_n_train_steps=..., train_time_interval=...) would checkpoint in the middle "
                 "of a round, capturing a client's weights instead of the global model; use every_n_epochs "

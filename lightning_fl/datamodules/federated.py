@@ -6,7 +6,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
 from torch.utils.data import Dataset
 from typing_extensions import override
 
@@ -25,10 +24,11 @@ from lightning_fl.datamodules.plan import (
     num_client_batches,
 )
 from lightning_fl.exceptions import CheckpointError, FederatedConfigError
+from lightning_fl.namespaces import LightningDataModule
 from lightning_fl.seeding import derive_seed
 
 
-class FederatedDataModule(pl.LightningDataModule):
+class FederatedDataModule(LightningDataModule):
     """Partitions a training set across clients and yields, for round ``trainer.current_epoch``, the batches of
     that round's sampled clients on this rank, one client after another.
 

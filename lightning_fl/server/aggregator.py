@@ -31,10 +31,19 @@ class Aggregator(ABC):
         self.extra = torch.zeros(2, dtype=torch.float64)  # [..extras, weight sum, count]
         self.numel = 0
         self.per_coordinate = False
+        self.dtype = torch.float32
 
-    def bind(self, numel: int, device: torch.device, extra_numel: int = 0, per_coordinate: bool = False) -> None:
+    def bind(
+        self,
+        numel: int,
+        device: torch.device,
+        extra_numel: int = 0,
+        per_coordinate: bool = False,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
         """Allocate the state for flat updates of ``numel`` elements on ``device`` (called at fit start).
-        ``per_coordinate``: updates come with a coverage (which coordinates each client held)."""
+        ``per_coordinate``: updates come with a coverage (which coordinates each client held). ``dtype``: that of
+        the updates (the global state's: float64 for a ``64-true`` module)."""
         if per_coordinate and not self.supports_coverage:
             raise FederatedConfigError(
                 f"{type(self).__name__} cannot combine updates of clients that hold different parts of the model "
@@ -42,6 +51,7 @@ class Aggregator(ABC):
             )
         self.numel = int(numel)
         self.per_coordinate = per_coordinate
+        self.dtype = dtype
         self.extra = torch.zeros(extra_numel + 2, dtype=torch.float64, device=device)
         self._bind(self.numel, device)
 
@@ -130,7 +140,7 @@ class Aggregator(ABC):
         return f"{type(self).__name__}({args})"
 
 
-_STATE = ("extra", "numel", "weighted_sum", "per_coordinate", "coordinate_weight")
+_STATE = ("extra", "numel", "weighted_sum", "per_coordinate", "coordinate_weight", "dtype")
 
 
 class WeightedMeanAggregator(Aggregator):
@@ -172,7 +182,7 @@ class WeightedMeanAggregator(Aggregator):
             self.bind(numel, device if device is not None else torch.device("cpu"), extra_numel)
 
     def _bind(self, numel: int, device: torch.device) -> None:
-        self.weighted_sum = torch.zeros(numel, dtype=torch.float32, device=device)
+        self.weighted_sum = torch.zeros(numel, dtype=self.dtype, device=device)
         self.coordinate_weight = torch.zeros_like(self.weighted_sum) if self.per_coordinate else None
 
     def _reset(self) -> None:

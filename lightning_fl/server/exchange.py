@@ -61,6 +61,13 @@ class ClientExchange:
             for own, default in zip(uplink_codecs, uplink.codecs_for(self.names, wire.shared_of(self._start_views)),
                                     strict=True)
         ]
+        shared_specs = wire.shared_of(state.float_specs)
+        #: Shared parameters a client may leave frozen (not an algorithm's server-updated tensor), with positions.
+        self._freezable = [
+            (j, tensor) for j, (spec, tensor) in enumerate(zip(shared_specs, wire.shared_of(state.module_float),
+                                                              strict=True))
+            if spec.is_parameter and spec.name not in state.extra_names
+        ]
         ints = wire.shared_int_of(state.int_views)
         #: Raw bytes of the shared integer buffers, sent both ways with every model and update.
         self.int_bytes = sum(uplink.raw.encode(t, 0).nbytes for t in ints)
@@ -115,6 +122,12 @@ class ClientExchange:
         self.wire.zero_local_int(increments)
         return increments.to(torch.float64)
 
+    def _sent_positions(self, deltas: list[torch.Tensor]) -> list[int] | None:
+        """Positions (among the shared tensors) of the updates that travel, ``None`` for all: frozen parameters the
+        client left unchanged stay home, and the server infers their zero update from a presence bit."""
+        skipped = {j for j, tensor in self._freezable if not tensor.requires_grad and not bool(deltas[j].any())}
+        return [j for j in range(len(deltas)) if j not in skipped] if skipped else None
+
     @torch.no_grad()
     def upload(self, round_idx: int, client_id: int) -> tuple[int, torch.Tensor | None, torch.Tensor | None]:
         """Send the (possibly changed) update through the uplink.
@@ -124,15 +137,25 @@ class ClientExchange:
             finite: NaN, Inf, or entries whose sum overflows float32) and, for submodels, which coordinates the client
             held (``None`` otherwise).
         """
+        deltas = self.wire.shared_of(self._delta_views)
+        names, codecs, sent = self.names, self._up_codecs, self._sent_positions(deltas)
+        if sent is not None:
+            names, codecs, deltas = [names[j] for j in sent], [codecs[j] for j in sent], [deltas[j] for j in sent]
         nbytes, received = self.uplink.send(
-            self.names, self.wire.shared_of(self._delta_views), seed=self.seed, round_idx=round_idx,
-            client_id=client_id, codecs=self._up_codecs,
+            names, deltas, seed=self.seed, round_idx=round_idx, client_id=client_id, codecs=codecs
         )
         nbytes += self.int_bytes
+        if sent is not None:  # a presence bit per tensor tells the server which ones were left out
+            nbytes += (len(self.names) + 7) // 8
         if self.uplink.lossless:
-            update = self._delta
+            update = self._delta  # the tensors left out are zero there already
         else:
-            torch._foreach_copy_(self.wire.shared_of(self._received_views), received)
+            views = self.wire.shared_of(self._received_views)
+            if sent is not None:
+                torch._foreach_zero_(views)
+                views = [views[j] for j in sent]
+            if received:  # nothing was sent when every shared tensor is a frozen, unchanged parameter
+                torch._foreach_copy_(views, received)
             update = self._received
         # the server's check of what it decoded: an update algorithms scaled to overflow (an attack), or a codec
         # that decoded to garbage (e.g. fp16 overflow)

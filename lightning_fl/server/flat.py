@@ -20,8 +20,12 @@ class TensorSpec:
 
 
 class FlatState:
-    """The federated state of a module: its trainable parameters and floating buffers in one float32 vector,
-    its integer buffers (``num_batches_tracked``) in one int64 vector.
+    """The federated state of a module: its floating parameters (trainable or frozen) and floating buffers in one
+    floating vector, its integer buffers (``num_batches_tracked``) in one int64 vector.
+
+    The floating vector has the module's widest floating dtype, and at least float32 (:func:`state_dtype`): a
+    ``precision="64-true"`` module keeps float64 global weights exactly; half-precision modules are averaged in
+    float32.
 
     ``params`` occupy ``flat[:num_param_elements]``; floating buffers follow. The module's own tensors are kept as
     references (``module_float``, ``module_int``) so loading the global state is one foreach copy.
@@ -29,8 +33,8 @@ class FlatState:
     Args:
         module: The LightningModule (or any ``nn.Module``) to mirror.
         device: Where the flat vectors live (the module's device).
-        extra_names: Frozen parameters that are global state all the same (FedMRN's frozen weights, which the
-            server updates although no client trains them).
+        extra_names: Frozen parameters that the server updates although no client trains them (FedMRN's frozen
+            weights): their updates always travel, even when a client leaves them unchanged.
 
     Example:
         >>> state = FlatState(nn.BatchNorm1d(3), torch.device("cpu"))
@@ -44,7 +48,12 @@ class FlatState:
         unknown = set(extra_names) - {n for n, _ in module.named_parameters()}
         if unknown:
             raise ValueError(f"extra_names must name parameters of the module, got unknown {sorted(unknown)}")
-        params = [(n, p) for n, p in module.named_parameters() if p.requires_grad or n in extra_names]
+        # Every floating parameter is federated, trainable or frozen: a parameter frozen at fit start and unfrozen
+        # later (BackboneFinetuning) starts every client from the global weights and is averaged once it trains;
+        # while frozen its update is zero and it is not sent on the uplink (ClientExchange.upload).
+        params = [(n, p) for n, p in module.named_parameters() if p.is_floating_point()]
+        #: Frozen parameters that an algorithm updates on the server (``extra_names``): never skipped as frozen.
+        self.extra_names = frozenset(extra_names)
         buffers = [(n, b) for n, b in _persistent_buffers(module)]
         float_bufs = [(n, b) for n, b in buffers if b.is_floating_point()]
         int_bufs = [(n, b) for n, b in buffers if not b.is_floating_point()]
@@ -65,7 +74,9 @@ class FlatState:
         self.module_float: list[torch.Tensor] = [t for _, t in params + float_bufs]
         self.module_int: list[torch.Tensor] = [t for _, t in int_bufs]
         self.device = device
-        self.flat = torch.zeros(self.numel, dtype=torch.float32, device=device)
+        #: The dtype of the floating state (:func:`state_dtype` of the module's tensors).
+        self.dtype = state_dtype(self.module_float)
+        self.flat = torch.zeros(self.numel, dtype=self.dtype, device=device)
         self.int_flat = torch.zeros(self.int_numel, dtype=torch.int64, device=device)
         self.views = self.make_views(self.flat)
         self.int_views = [self.int_flat[s.offset : s.offset + s.numel].view(s.shape) for s in self.int_specs]
@@ -110,6 +121,19 @@ class FlatState:
         for spec, src in zip(self.int_specs, self.module_int, strict=False):
             out[spec.offset : spec.offset + spec.numel] = src.reshape(-1)
         return out - self.int_flat
+
+
+def state_dtype(tensors: list[torch.Tensor]) -> torch.dtype:
+    """The dtype the global state of floating ``tensors`` is kept in: their widest dtype, at least float32.
+
+    Example:
+        >>> state_dtype([torch.zeros(1, dtype=torch.float64), torch.zeros(1)]), state_dtype([torch.zeros(1).half()])
+        (torch.float64, torch.float32)
+    """
+    dtype = torch.float32
+    for tensor in tensors:
+        dtype = torch.promote_types(dtype, tensor.dtype)
+    return dtype
 
 
 def _persistent_buffers(module: nn.Module) -> list[tuple[str, torch.Tensor]]:

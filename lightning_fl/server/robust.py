@@ -57,7 +57,7 @@ class _GatheringAggregator(Aggregator):
         self._gathered: torch.Tensor | None = None
 
     def _bind(self, numel: int, device: torch.device) -> None:
-        self._buffer = torch.zeros(0, numel, dtype=torch.float32, device=device)
+        self._buffer = torch.zeros(0, numel, dtype=self.dtype, device=device)
         self._rows = 0
         self._gathered = None
 
@@ -67,7 +67,7 @@ class _GatheringAggregator(Aggregator):
 
     def _add(self, delta: torch.Tensor, weight: float) -> None:
         if self._rows == self._buffer.shape[0]:
-            grown = torch.zeros(max(4, 2 * self._rows), self.numel, dtype=torch.float32, device=self._buffer.device)
+            grown = torch.zeros(max(4, 2 * self._rows), self.numel, dtype=self.dtype, device=self._buffer.device)
             grown[: self._rows] = self._buffer[: self._rows]
             self._buffer = grown
         self._buffer[self._rows].copy_(delta)
@@ -80,7 +80,7 @@ class _GatheringAggregator(Aggregator):
         dist.all_gather(counts, torch.tensor([self._rows], dtype=torch.int64, device=device))
         sizes = [int(c.item()) for c in counts]
         longest = max(sizes)
-        padded = torch.zeros(longest, self.numel, dtype=torch.float32, device=device)
+        padded = torch.zeros(longest, self.numel, dtype=self.dtype, device=device)
         padded[: self._rows] = self._buffer[: self._rows]
         parts = [torch.empty_like(padded) for _ in range(world)]
         dist.all_gather(parts, padded)
@@ -94,7 +94,7 @@ class _GatheringAggregator(Aggregator):
     def compute(self, denominator: float | None = None) -> torch.Tensor:
         updates = self.updates
         if updates.shape[0] == 0:
-            return torch.zeros(self.numel, dtype=torch.float32, device=self._buffer.device)
+            return torch.zeros(self.numel, dtype=self.dtype, device=self._buffer.device)
         estimate = self._estimate(updates)
         if denominator is not None:
             estimate.mul_(self.weight_sum / denominator if denominator > 0 else 0.0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.distributed as dist
 from lightning_fabric.strategies import _StrategyRegistry
@@ -34,30 +36,48 @@ class FederatedDDPStrategy(DDPStrategy):
     @override
     def configure_ddp(self) -> None:
         assert self.model is not None
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            with torch.no_grad():
-                for tensor in list(self.model.parameters()) + list(self.model.buffers()):
-                    if not is_lazy(tensor):  # lazy ones are broadcast once materialised, at fit start
-                        dist.broadcast(tensor.data, src=0)
+        broadcast_initial_weights(self.model)
 
     @override
     def teardown(self) -> None:
         super().teardown()
-        # A spawned worker exits right after the fit. Left to process exit, gloo's threads were torn down mid-way
-        # and aborted the worker ("terminate called without an active exception", SIGABRT, about one run in four
-        # on 2 busy cores); closing the group here, while every rank is still alive, ends them in order.
-        if self._start_method == "spawn" and dist.is_available() and dist.is_initialized():
-            dist.barrier()
-            dist.destroy_process_group()
+        close_spawned_group(self._start_method)
 
     @classmethod
     @override
     def register_strategies(cls, strategy_registry: _StrategyRegistry) -> None:
-        for name, start_method in (("federated_ddp", "popen"), ("federated_ddp_spawn", "spawn")):
-            if name not in strategy_registry:
-                strategy_registry.register(
-                    name,
-                    cls,
-                    description=f"Federated DDP (no gradient averaging), start_method '{start_method}'",
-                    start_method=start_method,
-                )
+        register_federated_ddp(cls, strategy_registry)
+
+
+@torch.no_grad()
+def broadcast_initial_weights(model: torch.nn.Module) -> None:
+    """Give every process rank 0's parameters and buffers (instead of wrapping the module in DDP)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        for tensor in list(model.parameters()) + list(model.buffers()):
+            if not is_lazy(tensor):  # lazy ones are broadcast once materialised, at fit start
+                dist.broadcast(tensor.data, src=0)
+
+
+def close_spawned_group(start_method: str) -> None:
+    """Close the process group of a spawned worker while every rank is alive.
+
+    A spawned worker exits right after the fit. Left to process exit, gloo's threads were torn down mid-way and
+    aborted the worker ("terminate called without an active exception", SIGABRT, about one run in four on 2 busy
+    cores); closing the group here ends them in order.
+    """
+    if start_method == "spawn" and dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def register_federated_ddp(cls: type, strategy_registry: Any) -> None:
+    """Register ``cls`` as ``"federated_ddp"`` (subprocess launch) and ``"federated_ddp_spawn"`` in
+    ``strategy_registry`` (the ``StrategyRegistry`` of either Lightning namespace)."""
+    for name, start_method in (("federated_ddp", "popen"), ("federated_ddp_spawn", "spawn")):
+        if name not in strategy_registry:
+            strategy_registry.register(
+                name,
+                cls,
+                description=f"Federated DDP (no gradient averaging), start_method '{start_method}'",
+                start_method=start_method,
+            )
