@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 from typing_extensions import override
 
 from lightning_fl.datamodules.datasets.base import DatasetSource, Splits
+from lightning_fl.datamodules.fit_checks import check_server_present
 from lightning_fl.datamodules.loaders import eval_batches, make_batch_loader
 from lightning_fl.datamodules.partitioners.base import Partitioner
 from lightning_fl.datamodules.plan import (
@@ -137,6 +138,8 @@ class FederatedDataModule(pl.LightningDataModule):
     # ------------------------------------------------------------------ setup
     @override
     def setup(self, stage: str) -> None:
+        if stage == "fit" and self.trainer is not None:
+            check_server_present(self.trainer)
         if self.train_dataset is not None:
             return
         splits = self._load_splits()
