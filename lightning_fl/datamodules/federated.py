@@ -205,8 +205,11 @@ class FederatedDataModule(pl.LightningDataModule):
             self._client_sizes = np.array([len(ix) for ix in self.client_indices], dtype=np.int64)
         return self._client_sizes
 
-    def plan_round(self, round_idx: int, world_size: int = 1, rank: int = 0) -> RoundPlan:
-        """The plan of ``round_idx`` as seen by ``rank`` of ``world_size`` (identical inputs on every rank)."""
+    def plan_round(
+        self, round_idx: int, world_size: int = 1, rank: int = 0, max_client_batches: int | None = None
+    ) -> RoundPlan:
+        """The plan of ``round_idx`` as seen by ``rank`` of ``world_size`` (identical inputs on every rank), every
+        client cut to its first ``max_client_batches`` batches when given."""
         if not self.client_indices:
             raise FederatedConfigError("call setup() before planning a round")
         return build_round_plan(
@@ -222,6 +225,7 @@ class FederatedDataModule(pl.LightningDataModule):
             rank=rank,
             pin_clients=self.pin_clients_to_ranks,
             participation=self.participation(round_idx) if self.participation is not None else None,
+            max_client_batches=max_client_batches,
         )
 
     # ------------------------------------------------------------------ loaders
@@ -230,7 +234,9 @@ class FederatedDataModule(pl.LightningDataModule):
         trainer = self.trainer
         round_idx = trainer.current_epoch if trainer is not None else 0
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        self.current_plan = self.plan_round(round_idx, world, rank)
+        # Trainer(fast_dev_run=n): one round in which every client runs n batches
+        cap = int(trainer.fast_dev_run) if trainer is not None and trainer.fast_dev_run else None
+        self.current_plan = self.plan_round(round_idx, world, rank, max_client_batches=cap)
         assert self.train_dataset is not None
         return make_batch_loader(self.train_dataset, self.current_plan.batches, self.num_workers, self.pin_memory)
 

@@ -172,6 +172,7 @@ def build_round_plan(
     rank: int,
     pin_clients: bool = False,
     participation: Participation | None = None,
+    max_client_batches: int | None = None,
 ) -> RoundPlan:
     """Sample the round's clients, spread them over ranks and list this rank's batches.
 
@@ -191,6 +192,8 @@ def build_round_plan(
         work = np.array([num_client_batches(int(sizes[c]), batch_size, local_epochs) for c in clients])
     else:
         clients, work = _checked_participation(participation, sizes, batch_size, local_epochs)
+    if max_client_batches is not None:
+        work = np.minimum(work, max_client_batches)
     if pin_clients:
         per_rank = [[pos for pos, c in enumerate(clients) if c % world_size == r] for r in range(world_size)]
     else:
