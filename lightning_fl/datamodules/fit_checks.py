@@ -17,10 +17,12 @@ def check_server_present(trainer: "pl.Trainer") -> None:
     Raises:
         FederatedConfigError: When neither is present; the message says which callback to add.
     """
+    from lightning_fl.callbacks.algorithm import FederatedAlgorithm
     from lightning_fl.callbacks.fedavg import FederatedAveraging
 
     callbacks = list(trainer.callbacks)  # type: ignore[attr-defined]
-    if any(isinstance(cb, FederatedAveraging) for cb in callbacks):
+    # an algorithm callback (Scaffold, FedProx, ...) refuses a Trainer without the server itself, naming itself
+    if any(isinstance(cb, (FederatedAveraging, FederatedAlgorithm)) for cb in callbacks):
         return
     module = trainer.lightning_module
     if getattr(module, "uses_weight_averaging", True) is False:
