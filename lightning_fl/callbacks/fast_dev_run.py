@@ -15,9 +15,10 @@ def adapt_fast_dev_run(trainer: "pl.Trainer") -> None:
     lifted; Lightning keeps the rest (one epoch, ``n`` validation batches, no checkpoints, a dummy logger).
     Does nothing without ``fast_dev_run``. Called at fit setup, before the trainer's settings are checked.
     """
-    if not trainer.fast_dev_run:
+    fast_dev_run = getattr(trainer, "fast_dev_run", False)  # set by Trainer.__init__
+    if not fast_dev_run:
         return
-    batches = int(trainer.fast_dev_run)
+    batches = int(fast_dev_run)
     trainer.limit_train_batches = 1.0
     trainer.fit_loop.epoch_loop.max_steps = -1
-    rank_zero_info(f"fast_dev_run={trainer.fast_dev_run}: one round in which every client runs {batches} batch(es)")
+    rank_zero_info(f"fast_dev_run={fast_dev_run}: one round in which every client runs {batches} batch(es)")

@@ -9,7 +9,7 @@ from typing import Any, Literal
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
 from lightning_fl.callbacks.algorithm import (
@@ -21,6 +21,7 @@ from lightning_fl.callbacks.algorithm import (
 )
 from lightning_fl.callbacks.client_seed import seed_client
 from lightning_fl.callbacks.round_log import RoundStats
+from lightning_fl.callbacks.stopped_round import AbandonedRound, CheckpointMute
 from lightning_fl.callbacks.trainer_checks import check_trainer
 from lightning_fl.codecs.base import Codec
 from lightning_fl.codecs.policy import TensorPolicy
@@ -111,6 +112,10 @@ class FederatedAveraging(Callback):
         self._warned_nonfinite = False
         self._algorithms: list[FederatedAlgorithm] = []
         self._sub: ClientSubmodels | None = None
+        self._in_round = False
+        #: The round of this fit that was stopped before its end and abandoned (see ``stopped_round``), if any.
+        self.abandoned_round: AbandonedRound | None = None
+        self._checkpoint_mute = CheckpointMute()
 
     # ------------------------------------------------------------------ hooks
     @override
@@ -128,6 +133,7 @@ class FederatedAveraging(Callback):
         dm = trainer.datamodule  # type: ignore[attr-defined]
         assert isinstance(dm, FederatedDataModule)
         self._dm = dm
+        self.abandoned_round = None
         self._seed = dm.seed if self.seed is None else self.seed
         extra_global = set().union(*(a.global_tensor_names(pl_module) for a in self._algorithms))
         state = FlatState(pl_module, pl_module.device, extra_names=extra_global)
@@ -202,9 +208,25 @@ class FederatedAveraging(Callback):
 
     @override
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        if self._in_round:  # the epoch ended before the round's last batch: trainer.should_stop
+            self._abandon_round(trainer, "trainer.should_stop")
         # Lightning logs epoch-level metrics at the step named "step": make it the round.
         if trainer.loggers:
             pl_module.log("step", float(trainer.current_epoch), logger=True, prog_bar=False)
+
+    @override
+    def on_validation_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        if self._in_round:  # Lightning validates before leaving an epoch that trainer.should_stop ends early
+            self._abandon_round(trainer, "trainer.should_stop")
+
+    @override
+    def on_exception(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", exception: BaseException) -> None:
+        if self._in_round:
+            self._abandon_round(trainer, type(exception).__name__)
+
+    @override
+    def on_fit_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        self._checkpoint_mute.unmute()
 
     @override
     def on_validation_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
@@ -215,7 +237,9 @@ class FederatedAveraging(Callback):
     def on_save_checkpoint(
         self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", checkpoint: dict[str, Any]
     ) -> None:
-        if getattr(self, "_in_round", False):
+        if self.abandoned_round is not None:
+            raise FederatedRuntimeError(self.abandoned_round.refuse_checkpoint())
+        if self._in_round:
             raise FederatedRuntimeError(
                 f"refusing to checkpoint in the middle of round {trainer.current_epoch}: the module holds a "
                 "client's weights, not the global model. Checkpoint at round ends (ModelCheckpoint(every_n_epochs=1))"
@@ -377,6 +401,18 @@ class FederatedAveraging(Callback):
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=stats.round_idx)
         self.history.append(metrics)
+
+    @torch.no_grad()
+    def _abandon_round(self, trainer: "pl.Trainer", reason: str) -> None:
+        """Put the round's starting global model back into the module; see :mod:`stopped_round`."""
+        if self._sub is not None:
+            self._sub.restore()
+        self.state.write_module()  # the global state is only written at the round's end
+        self._in_round = False
+        self.current_client = None
+        self.abandoned_round = AbandonedRound(self._plan.round_idx, reason)
+        self._checkpoint_mute.mute(trainer)
+        rank_zero_warn(self.abandoned_round.describe())
 
     # ------------------------------------------------------------------ checkpoints
     @override

@@ -235,7 +235,8 @@ class FederatedDataModule(pl.LightningDataModule):
         round_idx = trainer.current_epoch if trainer is not None else 0
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         # Trainer(fast_dev_run=n): one round in which every client runs n batches
-        cap = int(trainer.fast_dev_run) if trainer is not None and trainer.fast_dev_run else None
+        fast_dev_run = getattr(trainer, "fast_dev_run", False) if trainer is not None else False
+        cap = int(fast_dev_run) if fast_dev_run else None
         self.current_plan = self.plan_round(round_idx, world, rank, max_client_batches=cap)
         assert self.train_dataset is not None
         return make_batch_loader(self.train_dataset, self.current_plan.batches, self.num_workers, self.pin_memory)
