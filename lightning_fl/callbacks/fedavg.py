@@ -50,7 +50,9 @@ class FederatedAveraging(Callback):
     ``w_client - w_received``, sends it through the uplink codec and adds the decoded update, weighted by the
     client's sample count, to the round's sum. At the round's last batch the sums of all ranks are combined in
     one all-reduce and the server optimizer turns the mean update into the next global model, which is loaded
-    into the module before validation runs.
+    into the module before validation runs. A round stopped before its last batch (``trainer.should_stop``,
+    ``max_time``, an exception) is abandoned: the module gets the round's starting global model back and no checkpoint
+    is written for the rest of the fit (:mod:`~lightning_fl.callbacks.stopped_round`).
 
     Algorithm callbacks (:class:`~lightning_fl.callbacks.algorithm.FederatedAlgorithm`: SCAFFOLD, personal layers,
     differential privacy, attacks) in the same Trainer are called at each of these points.

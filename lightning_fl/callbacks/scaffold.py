@@ -29,7 +29,7 @@ class Scaffold(FederatedAlgorithm):
     applies the mean model update through its server optimizer (its sample-count weights; the paper's clients are
     equally sized). Variates cover the trainable parameters only.
 
-    Memory: ``c`` and two work vectors are ``P`` float32 values each on the module's device; each client's ``c_i`` is
+    Memory: ``c`` and four work vectors are ``P`` float32 values each on the module's device; each client's ``c_i`` is
     ``P`` float32 values on CPU, ``4 * P`` bytes per client (``P`` trainable parameters: 24.7 KB for the digits
     ``SmallCNN(16, 32)``, 45 MB for a ResNet-18), kept in a :class:`~lightning_fl.server.client_store.ClientStore`
     that ``max_clients`` bounds (least recently used clients restart from zero). With several processes clients are
