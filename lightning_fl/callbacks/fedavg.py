@@ -223,8 +223,8 @@ class FederatedAveraging(Callback):
 
     @override
     def on_exception(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", exception: BaseException) -> None:
-        if self._in_round:
-            self._abandon_round(trainer, type(exception).__name__)
+        if self._in_round:  # no epoch-end hook follows: nothing to keep from checkpointing
+            self._abandon_round(trainer, type(exception).__name__, mute_checkpoints=False)
 
     @override
     def on_fit_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
@@ -405,7 +405,7 @@ class FederatedAveraging(Callback):
         self.history.append(metrics)
 
     @torch.no_grad()
-    def _abandon_round(self, trainer: "pl.Trainer", reason: str) -> None:
+    def _abandon_round(self, trainer: "pl.Trainer", reason: str, mute_checkpoints: bool = True) -> None:
         """Put the round's starting global model back into the module; see :mod:`stopped_round`."""
         if self._sub is not None:
             self._sub.restore()
@@ -413,7 +413,8 @@ class FederatedAveraging(Callback):
         self._in_round = False
         self.current_client = None
         self.abandoned_round = AbandonedRound(self._plan.round_idx, reason)
-        self._checkpoint_mute.mute(trainer)
+        if mute_checkpoints:
+            self._checkpoint_mute.mute(trainer)
         rank_zero_warn(self.abandoned_round.describe())
 
     # ------------------------------------------------------------------ checkpoints

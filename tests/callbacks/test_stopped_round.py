@@ -114,6 +114,7 @@ def test_should_stop_mid_round_abandons_the_round(tiny_data, tmp_path, reference
                                                    r"and abandoned.*weights_only=True"):
         trainer.save_checkpoint(tmp_path / "after.ckpt")
     trainer.save_checkpoint(tmp_path / "weights.ckpt", weights_only=True)
+    assert trainer.checkpoint_callback.save_last is True  # muted for the rest of the fit only
 
 
 def test_max_time_abandons_the_round_it_runs_out_in(tiny_data, tmp_path, reference, monkeypatch):
@@ -140,4 +141,5 @@ def test_keyboard_interrupt_mid_round_restores_the_global_model(tiny_data, tmp_p
     assert server.rounds_completed == STOP_ROUND
     assert same(reference.globals[STOP_ROUND - 1], model.parameters())
     assert recorder.val_loss == reference.val_loss[:STOP_ROUND]  # no validation of the interrupted round
+    assert trainer.checkpoint_callback.save_last is True
     assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch=0-step=4.ckpt", "last.ckpt"]
