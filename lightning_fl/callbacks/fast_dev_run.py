@@ -14,6 +14,12 @@ def adapt_fast_dev_run(trainer: "pl.Trainer") -> None:
     :class:`~lightning_fl.datamodules.FederatedDataModule` cuts each client to ``n`` batches), so both limits are
     lifted; Lightning keeps the rest (one epoch, ``n`` validation batches, no checkpoints, a dummy logger).
     Does nothing without ``fast_dev_run``. Called at fit setup, before the trainer's settings are checked.
+
+    Example:
+        >>> trainer = pl.Trainer(fast_dev_run=True, logger=False, enable_progress_bar=False)
+        >>> adapt_fast_dev_run(trainer)
+        >>> trainer.limit_train_batches, trainer.fit_loop.max_steps, trainer.max_epochs
+        (1.0, -1, 1)
     """
     fast_dev_run = getattr(trainer, "fast_dev_run", False)  # set by Trainer.__init__
     if not fast_dev_run:

@@ -27,6 +27,10 @@ class AbandonedRound:
     Attributes:
         round_idx: The round.
         reason: What stopped it (``"trainer.should_stop"`` or the exception's type).
+
+    Example:
+        >>> AbandonedRound(3, "KeyboardInterrupt").describe()[:90]
+        'round 3 was stopped before its end (KeyboardInterrupt) and abandoned: nothing of it is agg'
     """
 
     round_idx: int
