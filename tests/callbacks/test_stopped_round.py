@@ -13,7 +13,7 @@ from conftest import TinyClassifier, quiet_trainer_kwargs
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.callbacks import timer as timer_module
 
-from lightning_fl import FederatedAveraging, FederatedDataModule, FederatedRuntimeError
+from lightning_fl import FederatedAveraging, FederatedDataModule, FederatedDropout, FederatedRuntimeError
 from lightning_fl.datamodules import IIDPartitioner
 
 STOP_ROUND, STOP_BATCH = 1, 2  # 4 clients of 30 samples, 2 per round, batches of 16: 4 batches per round
@@ -66,13 +66,13 @@ class StoppingModule(TinyClassifier):
         return super().training_step(batch, batch_idx)
 
 
-def build(tiny_data, tmp_path, how: str = "none", **overrides: Any):
+def build(tiny_data, tmp_path, how: str = "none", extra: tuple[Callback, ...] = (), **overrides: Any):
     torch.manual_seed(0)
     model = StoppingModule(how)
     dm = FederatedDataModule(*tiny_data, partitioner=IIDPartitioner(num_clients=4), clients_per_round=2,
                              batch_size=16)
     server, recorder = FederatedAveraging(), Recorder()
-    callbacks = [server, recorder, ModelCheckpoint(dirpath=tmp_path, save_last=True)]
+    callbacks = [server, recorder, ModelCheckpoint(dirpath=tmp_path, save_last=True), *extra]
     if how == "callback":
         callbacks.append(StopMidRound())
     kwargs = quiet_trainer_kwargs(max_epochs=3, callbacks=callbacks, enable_checkpointing=True)
@@ -80,8 +80,8 @@ def build(tiny_data, tmp_path, how: str = "none", **overrides: Any):
     return trainer, model, dm, server, recorder
 
 
-def run(tiny_data, tmp_path, how: str = "none", **overrides: Any):
-    trainer, model, dm, server, recorder = build(tiny_data, tmp_path, how, **overrides)
+def run(tiny_data, tmp_path, how: str = "none", extra: tuple[Callback, ...] = (), **overrides: Any):
+    trainer, model, dm, server, recorder = build(tiny_data, tmp_path, how, extra, **overrides)
     trainer.fit(model, datamodule=dm)
     return trainer, model, server, recorder
 
@@ -143,3 +143,11 @@ def test_keyboard_interrupt_mid_round_restores_the_global_model(tiny_data, tmp_p
     assert recorder.val_loss == reference.val_loss[:STOP_ROUND]  # no validation of the interrupted round
     assert trainer.checkpoint_callback.save_last is True
     assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch=0-step=4.ckpt", "last.ckpt"]
+
+
+def test_a_stopped_round_of_submodels_gives_back_the_full_global_model(tiny_data, tmp_path):
+    _, _, _, reference = run(tiny_data, tmp_path / "reference", extra=(FederatedDropout(keep=0.5),))
+    _, model, server, _ = run(tiny_data, tmp_path / "stopped", "callback", extra=(FederatedDropout(keep=0.5),))
+    assert server.abandoned_round is not None
+    assert [tuple(p.shape) for p in model.parameters()] == [(16, 6), (16,), (3, 16), (3,)]  # not a client's submodel
+    assert same(reference.globals[STOP_ROUND - 1], model.parameters())
