@@ -13,7 +13,13 @@ from conftest import TinyClassifier, quiet_trainer_kwargs
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.callbacks import timer as timer_module
 
-from lightning_fl import FederatedAveraging, FederatedDataModule, FederatedDropout, FederatedRuntimeError
+from lightning_fl import (
+    FederatedAveraging,
+    FederatedDataModule,
+    FederatedDDPStrategy,
+    FederatedDropout,
+    FederatedRuntimeError,
+)
 from lightning_fl.datamodules import IIDPartitioner
 
 STOP_ROUND, STOP_BATCH = 1, 2  # 4 clients of 30 samples, 2 per round, batches of 16: 4 batches per round
@@ -34,8 +40,11 @@ class Recorder(Callback):
 
 
 class StopMidRound(Callback):
+    def __init__(self, batch_idx: int = STOP_BATCH) -> None:
+        self.batch_idx = batch_idx
+
     def on_train_batch_end(self, trainer: "pl.Trainer", *args: Any) -> None:
-        if trainer.current_epoch == STOP_ROUND and args[-1] == STOP_BATCH:
+        if trainer.current_epoch == STOP_ROUND and args[-1] == self.batch_idx:
             trainer.should_stop = True
 
 
@@ -151,3 +160,15 @@ def test_a_stopped_round_of_submodels_gives_back_the_full_global_model(tiny_data
     assert server.abandoned_round is not None
     assert [tuple(p.shape) for p in model.parameters()] == [(16, 6), (16,), (3, 16), (3,)]  # not a client's submodel
     assert same(reference.globals[STOP_ROUND - 1], model.parameters())
+
+
+@pytest.mark.distributed
+def test_two_processes_abandon_the_round_like_one(tiny_data, tmp_path, reference):
+    # two clients per round on two ranks: one client, 2 batches, per rank; every rank stops after its batch 0
+    strategy = FederatedDDPStrategy(start_method="spawn")
+    _, model, _, _ = run(tiny_data, tmp_path, extra=(StopMidRound(batch_idx=0),), devices=2, strategy=strategy)
+    for a, b in zip(reference.globals[STOP_ROUND - 1], model.parameters(), strict=True):
+        torch.testing.assert_close(b.detach(), a, rtol=1e-5, atol=1e-6)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch=0-step=2.ckpt", "last.ckpt"]
+    last = torch.load(tmp_path / "last.ckpt", weights_only=False)
+    assert last["epoch"] == STOP_ROUND - 1 and last["callbacks"]["FederatedAveraging"]["rounds_completed"] == 1
