@@ -9,7 +9,6 @@ device is requested with ``strategy: auto``.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -107,13 +106,8 @@ def _pop_flag(argv: list[str], flag: str) -> tuple[str | None, list[str]]:
 
 
 def main(args: list[str] | None = None) -> None:
-    """Entry point of the ``lightning-fl`` console script.
-
-    The working directory goes first on ``sys.path``, as with ``python -m``: ``--model.class_path=my_module.MyModel``
-    finds ``./my_module.py`` without ``PYTHONPATH=.``.
-    """
+    """Entry point of the ``lightning-fl`` console script."""
     argv = sys.argv[1:] if args is None else args
-    _put_working_directory_on_path()
     try:
         if argv and argv[0] == "partition":
             partition_main(argv[1:])
@@ -121,12 +115,6 @@ def main(args: list[str] | None = None) -> None:
             FederatedCLI(args=argv)
     except FederatedConfigError as err:
         sys.exit(f"lightning-fl: error: {err}")
-
-
-def _put_working_directory_on_path() -> None:
-    cwd = os.getcwd()
-    if not any(entry in ("", ".", cwd) for entry in sys.path):
-        sys.path.insert(0, cwd)
 
 
 if __name__ == "__main__":

@@ -53,13 +53,14 @@ def test_swa_without_batchnorm_averages_the_global_models(tiny_data):
 @pytest.mark.parametrize(
     ("callbacks", "overrides", "match"),
     [
-        ([OnExceptionCheckpoint(dirpath=".")], {"enable_checkpointing": True},
+        (lambda d: [OnExceptionCheckpoint(dirpath=d)], {"enable_checkpointing": True},
          r"checkpoints on exception are refused, got OnExceptionCheckpoint"),
-        ([ModelCheckpoint(save_on_exception=True)], {"enable_checkpointing": True},
+        (lambda d: [ModelCheckpoint(dirpath=d, save_on_exception=True)], {"enable_checkpointing": True},
          r"checkpoints on exception are refused, got save_on_exception=True.*save_last=True"),
-        ([], {"val_check_interval": "00:00:00:01"}, r"val_check_interval must be 1.0.*got a time interval of 1.0s"),
+        (lambda d: [], {"val_check_interval": "00:00:00:01"},
+         r"val_check_interval must be 1.0.*got a time interval of 1.0s"),
     ],
 )
 def test_mid_round_checkpoints_and_validation_are_refused(tiny_data, tmp_path, callbacks, overrides, match):
     with pytest.raises(FederatedConfigError, match=match):
-        fit(tiny_data, TinyClassifier(), callbacks, default_root_dir=tmp_path, **overrides)
+        fit(tiny_data, TinyClassifier(), callbacks(tmp_path), default_root_dir=tmp_path, **overrides)
