@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
 from lightning_fl.callbacks.algorithm import (
@@ -25,6 +25,7 @@ from lightning_fl.callbacks.lazy import materialize_lazy_modules
 from lightning_fl.callbacks.round_log import RoundStats
 from lightning_fl.callbacks.schedulers import StepSchedules, install_stepping_estimate, remove_stepping_estimate
 from lightning_fl.callbacks.step_axis import RoundStepAxis
+from lightning_fl.callbacks.stopped_round import AbandonedRound, CheckpointMute
 from lightning_fl.callbacks.trainer_checks import check_trainer
 from lightning_fl.checkpoint import checkpoint_name, install_safe_checkpoint_io, stamp_checkpoint, verify_checkpoint
 from lightning_fl.checks import check_int
@@ -56,7 +57,9 @@ class FederatedAveraging(Callback):
     ``w_client - w_received``, sends it through the uplink codec and adds the decoded update, weighted by the
     client's sample count, to the round's sum. At the round's last batch the sums of all ranks are combined in
     one all-reduce and the server optimizer turns the mean update into the next global model, which is loaded
-    into the module before validation runs.
+    into the module before validation runs. A round stopped before its last batch (``trainer.should_stop``,
+    ``max_time``, an exception) is abandoned: the module gets the round's starting global model back and no checkpoint
+    is written for the rest of the fit (:mod:`~lightning_fl.callbacks.stopped_round`).
 
     Algorithm callbacks (:class:`~lightning_fl.callbacks.algorithm.FederatedAlgorithm`: SCAFFOLD, personal layers,
     differential privacy, attacks) in the same Trainer are called at each of these points.
@@ -124,6 +127,10 @@ class FederatedAveraging(Callback):
         self._bn_guard: BatchNormGuard | None = None
         #: The per-batch logging axis (``step = round_idx * stride + batch``), bound to the data at fit start.
         self.step_axis = RoundStepAxis()
+        self._in_round = False
+        #: The round of this fit that was stopped before its end and abandoned (see ``stopped_round``), if any.
+        self.abandoned_round: AbandonedRound | None = None
+        self._checkpoint_mute = CheckpointMute()
 
     # ------------------------------------------------------------------ hooks
     @override
@@ -143,6 +150,7 @@ class FederatedAveraging(Callback):
         dm = trainer.datamodule  # type: ignore[attr-defined]
         assert isinstance(dm, FederatedDataModule)
         self._dm = dm
+        self.abandoned_round = None
         self._seed = dm.seed if self.seed is None else self.seed
         materialize_lazy_modules(trainer, pl_module, dm)
         self._schedules = StepSchedules(trainer, dm.max_client_steps)
@@ -234,10 +242,26 @@ class FederatedAveraging(Callback):
 
     @override
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        if self._in_round:  # the epoch ended before the round's last batch: trainer.should_stop
+            self._abandon_round(trainer, "trainer.should_stop")
         self.step_axis.end_round(trainer, trainer.current_epoch)
         # Lightning logs epoch-level metrics at the step named "step": make it the round.
         if trainer.loggers:
             pl_module.log("step", float(trainer.current_epoch), logger=True, prog_bar=False)
+
+    @override
+    def on_validation_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        if self._in_round:  # Lightning validates before leaving an epoch that trainer.should_stop ends early
+            self._abandon_round(trainer, "trainer.should_stop")
+
+    @override
+    def on_exception(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", exception: BaseException) -> None:
+        if self._in_round:  # no epoch-end hook follows: nothing to keep from checkpointing
+            self._abandon_round(trainer, type(exception).__name__, mute_checkpoints=False)
+
+    @override
+    def on_fit_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        self._checkpoint_mute.unmute()
 
     @override
     def on_validation_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
@@ -248,7 +272,9 @@ class FederatedAveraging(Callback):
     def on_save_checkpoint(
         self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", checkpoint: dict[str, Any]
     ) -> None:
-        if getattr(self, "_in_round", False):
+        if self.abandoned_round is not None:
+            raise FederatedRuntimeError(self.abandoned_round.refuse_checkpoint())
+        if self._in_round:
             raise FederatedRuntimeError(
                 f"refusing to checkpoint in the middle of round {trainer.current_epoch}: the module holds a "
                 "client's weights, not the global model. Checkpoint at round ends (ModelCheckpoint(every_n_epochs=1))"
@@ -430,6 +456,19 @@ class FederatedAveraging(Callback):
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=stats.round_idx)
         self.history.append(metrics)
+
+    @torch.no_grad()
+    def _abandon_round(self, trainer: "pl.Trainer", reason: str, mute_checkpoints: bool = True) -> None:
+        """Put the round's starting global model back into the module; see :mod:`stopped_round`."""
+        if self._sub is not None:
+            self._sub.restore()
+        self.state.write_module()  # the global state is only written at the round's end
+        self._in_round = False
+        self.current_client = None
+        self.abandoned_round = AbandonedRound(self._plan.round_idx, reason)
+        if mute_checkpoints:
+            self._checkpoint_mute.mute(trainer)
+        rank_zero_warn(self.abandoned_round.describe())
 
     # ------------------------------------------------------------------ checkpoints
     @override

@@ -16,23 +16,27 @@ from lightning_fl.server.client_store import ClientStore
 
 
 class Scaffold(FederatedAlgorithm):
-    """SCAFFOLD with option II control variates, on top of :class:`FederatedAveraging`.
+    """SCAFFOLD with option II control variates, on top of :class:`FederatedAveraging`, for any client optimizer.
 
     Every local step's gradient gets ``c - c_i`` added before the optimizer steps (server variate ``c``, the
-    client's ``c_i``, both zero at first). After the client's ``K`` local steps at learning rate ``lr`` from
-    ``x`` to ``y_i``: ``c_i+ = c_i - c + (x - y_i) / (K * lr)`` (with a changing learning rate, ``K * lr`` is the
-    sum of the step sizes). The server then moves ``c += (|S| / N) * mean_{i in S}(c_i+ - c_i)`` with one all-reduce
-    of its own, while :class:`FederatedAveraging` applies the mean model update through its server optimizer (its
-    sample-count weights; the paper's clients are equally sized). Variates cover the trainable parameters only.
+    client's ``c_i``, both zero at first). After the client's ``K`` local steps, ``c_i+`` is the mean of the
+    client's own (uncorrected) minibatch gradients along its trajectory, weighted by the learning rate of each step:
+    ``c_i+ = sum_k lr_k g_k / sum_k lr_k``. For plain SGD this is exactly the paper's option II,
+    ``c_i+ = c_i - c + (x - y_i) / (K * lr)``; unlike that formula it does not assume plain SGD steps, so SGD with
+    momentum or Nesterov, Adam/AdamW, weight decay and gradient clipping (which move ``y_i`` differently from
+    ``K * lr`` times the mean gradient) give correct variates too. The server then moves
+    ``c += (|S| / N) * mean_{i in S}(c_i+ - c_i)`` with one all-reduce of its own, while :class:`FederatedAveraging`
+    applies the mean model update through its server optimizer (its sample-count weights; the paper's clients are
+    equally sized). Variates cover the trainable parameters only.
 
-    Memory: ``c`` is ``P`` float32 values on the module's device; each client's ``c_i`` is ``P`` float32 values on
-    CPU, ``4 * P`` bytes per client (``P`` trainable parameters: 24.7 KB for the digits ``SmallCNN(16, 32)``, 45 MB
-    for a ResNet-18), kept in a :class:`~lightning_fl.server.client_store.ClientStore` that ``max_clients`` bounds
-    (least recently used clients restart from zero). With several processes clients are pinned to rank
-    ``client_id % world_size``, each rank keeps its own clients' variates, and checkpoints merge them by owner.
+    Memory: ``c`` and four work vectors are ``P`` float32 values each on the module's device; each client's ``c_i`` is
+    ``P`` float32 values on CPU, ``4 * P`` bytes per client (``P`` trainable parameters: 24.7 KB for the digits
+    ``SmallCNN(16, 32)``, 45 MB for a ResNet-18), kept in a :class:`~lightning_fl.server.client_store.ClientStore`
+    that ``max_clients`` bounds (least recently used clients restart from zero). With several processes clients are
+    pinned to rank ``client_id % world_size``, each rank keeps its own clients' variates, and checkpoints merge them
+    by owner.
 
-    The client optimizer should be plain SGD with one learning rate for all parameter groups (momentum and
-    adaptive optimizers reshape the corrected gradient; the variate update then only approximates option II).
+    The client optimizer must have one learning rate for all its parameter groups (the weights of the mean).
 
     Args:
         max_clients: Keep the variates of at most this many clients per process (``None``: all).
@@ -72,10 +76,12 @@ class Scaffold(FederatedAlgorithm):
         self._loaded_server_control = None
         self._client_control = torch.zeros_like(self.server_control)
         self._correction = torch.zeros_like(self.server_control)
+        self._grad_sum = torch.zeros_like(self.server_control)
         self._delta_sum = torch.zeros_like(self.server_control)
         specs = [s for s in state.float_specs if s.is_parameter]
         self._params = state.module_float[: len(specs)]
         self._correction_views = [self._correction[s.offset : s.offset + s.numel].view(s.shape) for s in specs]
+        self._grad_sum_views = [self._grad_sum[s.offset : s.offset + s.numel].view(s.shape) for s in specs]
         if context.world_size > 1:
             self.client_controls.keep_owned(context.rank, context.world_size)
 
@@ -89,6 +95,7 @@ class Scaffold(FederatedAlgorithm):
         else:
             self._client_control.copy_(stored)
         torch.sub(self.server_control, self._client_control, out=self._correction)
+        self._grad_sum.zero_()
         self._lr_sum = 0.0
 
     @override
@@ -103,10 +110,17 @@ class Scaffold(FederatedAlgorithm):
             raise FederatedConfigError(
                 f"Scaffold needs one learning rate for all parameter groups, got {sorted(lrs)}"
             )
-        self._lr_sum += lrs.pop()
-        pairs = [(p.grad, c) for p, c in zip(self._params, self._correction_views, strict=True) if p.grad is not None]
-        if pairs:
-            torch._foreach_add_([g for g, _ in pairs], [c for _, c in pairs])
+        lr = lrs.pop()
+        self._lr_sum += lr
+        found = [
+            (p.grad, c, s)
+            for p, c, s in zip(self._params, self._correction_views, self._grad_sum_views, strict=True)
+            if p.grad is not None
+        ]
+        if found:
+            grads = [g for g, _, _ in found]
+            torch._foreach_add_([s for _, _, s in found], grads, alpha=lr)  # the raw gradient, for c_i+
+            torch._foreach_add_(grads, [c for _, c, _ in found])
 
     @override
     @torch.no_grad()
@@ -114,8 +128,7 @@ class Scaffold(FederatedAlgorithm):
         assert self.server_control is not None
         if self._lr_sum <= 0.0:
             return  # no local step: c_i stays
-        new = self._client_control - self.server_control
-        new.sub_(update[: new.numel()], alpha=1.0 / self._lr_sum)
+        new = self._grad_sum / self._lr_sum  # the lr-weighted mean of the client's raw gradients
         self._delta_sum.add_(new).sub_(self._client_control)
         self.client_controls.put(client.client_id, new.to("cpu"))
 

@@ -6,6 +6,8 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.strategies import SingleDeviceStrategy
 
+from lightning_fl.callbacks.callback_checks import check_callbacks
+from lightning_fl.callbacks.fast_dev_run import adapt_fast_dev_run
 from lightning_fl.exceptions import FederatedConfigError
 from lightning_fl.namespaces import both
 from lightning_fl.strategies import FEDERATED_STRATEGIES
@@ -16,10 +18,12 @@ def check_trainer(trainer: "pl.Trainer") -> None:
 
     One epoch is one round, so the loader must be rebuilt every epoch, no sampler may reorder clients, no
     gradient may be accumulated or averaged across clients, and nothing may cut or checkpoint a round in the
-    middle.
+    middle. ``Trainer(fast_dev_run=n)`` is first turned into one round of ``n`` batches per client
+    (:func:`~lightning_fl.callbacks.fast_dev_run.adapt_fast_dev_run`).
     """
     from lightning_fl.datamodules.federated import FederatedDataModule
 
+    adapt_fast_dev_run(trainer)
     datamodule = trainer.datamodule  # type: ignore[attr-defined]
     if not isinstance(datamodule, FederatedDataModule):
         got = type(datamodule).__name__ if datamodule is not None else "no datamodule"
@@ -46,6 +50,7 @@ def check_trainer(trainer: "pl.Trainer") -> None:
         raise FederatedConfigError(
             f"limit_train_batches must be 1.0 (a cut round never aggregates), got {trainer.limit_train_batches}"
         )
+    check_callbacks(trainer)
     vci = trainer.val_check_interval
     if isinstance(vci, int) or vci != 1.0:
         raise FederatedConfigError(

@@ -12,6 +12,7 @@ from typing_extensions import override
 from lightning_fl.checks import check_bool, check_fraction, check_int
 from lightning_fl.datamodules.datasets.base import DatasetSource, Splits
 from lightning_fl.datamodules.fingerprint import data_fingerprint, fingerprint_changes
+from lightning_fl.datamodules.fit_checks import check_server_present
 from lightning_fl.datamodules.labels import LabelFn, dataset_labels
 from lightning_fl.datamodules.loaders import eval_batches, make_batch_loader
 from lightning_fl.datamodules.partitioners.base import Partitioner
@@ -153,6 +154,8 @@ class FederatedDataModule(LightningDataModule):
     # ------------------------------------------------------------------ setup
     @override
     def setup(self, stage: str) -> None:
+        if stage == "fit" and self.trainer is not None:
+            check_server_present(self.trainer)
         if self.train_dataset is not None:
             return
         splits = self._load_splits()
@@ -280,8 +283,11 @@ class FederatedDataModule(LightningDataModule):
         largest = int(self.client_sizes.max())
         return num_client_batches(largest, self.batch_size, self.local_epochs, self.drop_last)
 
-    def plan_round(self, round_idx: int, world_size: int = 1, rank: int = 0) -> RoundPlan:
-        """The plan of ``round_idx`` as seen by ``rank`` of ``world_size`` (identical inputs on every rank)."""
+    def plan_round(
+        self, round_idx: int, world_size: int = 1, rank: int = 0, max_client_batches: int | None = None
+    ) -> RoundPlan:
+        """The plan of ``round_idx`` as seen by ``rank`` of ``world_size`` (identical inputs on every rank), every
+        client cut to its first ``max_client_batches`` batches when given."""
         if not self.client_indices:
             raise FederatedConfigError("call setup() before planning a round")
         return build_round_plan(
@@ -298,6 +304,7 @@ class FederatedDataModule(LightningDataModule):
             pin_clients=self.pin_clients_to_ranks,
             participation=self.participation(round_idx) if self.participation is not None else None,
             drop_last=self.drop_last,
+            max_client_batches=max_client_batches,
         )
 
     # ------------------------------------------------------------------ loaders
@@ -306,7 +313,10 @@ class FederatedDataModule(LightningDataModule):
         trainer = self.trainer
         round_idx = trainer.current_epoch if trainer is not None else 0
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        self.current_plan = self.plan_round(round_idx, world, rank)
+        # Trainer(fast_dev_run=n): one round in which every client runs n batches
+        fast_dev_run = getattr(trainer, "fast_dev_run", False) if trainer is not None else False
+        cap = int(fast_dev_run) if fast_dev_run else None
+        self.current_plan = self.plan_round(round_idx, world, rank, max_client_batches=cap)
         assert self.train_dataset is not None
         return make_batch_loader(
             self.train_dataset, self.current_plan.batches, self.num_workers, self.pin_memory, self.collate_fn

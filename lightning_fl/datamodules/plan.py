@@ -190,6 +190,7 @@ def build_round_plan(
     pin_clients: bool = False,
     participation: Participation | None = None,
     drop_last: bool = False,
+    max_client_batches: int | None = None,
 ) -> RoundPlan:
     """Sample the round's clients, spread them over ranks and list this rank's batches.
 
@@ -210,6 +211,8 @@ def build_round_plan(
         work = np.array([num_client_batches(int(sizes[c]), batch_size, local_epochs, drop_last) for c in clients])
     else:
         clients, work = _checked_participation(participation, sizes, batch_size, local_epochs, drop_last)
+    if max_client_batches is not None:
+        work = np.minimum(work, max_client_batches)
     if pin_clients:
         per_rank = [[pos for pos, c in enumerate(clients) if c % world_size == r] for r in range(world_size)]
     else:

@@ -115,8 +115,10 @@ def test_clients_of_a_round_start_at_the_same_lr_and_the_schedule_advances_per_r
 class ReversedClients(FederatedDataModule):
     """Runs every round's clients in the opposite order (a stand-in for another device count or placement)."""
 
-    def plan_round(self, round_idx: int, world_size: int = 1, rank: int = 0) -> RoundPlan:
-        plan = super().plan_round(round_idx, world_size, rank)
+    def plan_round(
+        self, round_idx: int, world_size: int = 1, rank: int = 0, max_client_batches: int | None = None
+    ) -> RoundPlan:
+        plan = super().plan_round(round_idx, world_size, rank, max_client_batches)
         starts = [int(i) for i in np.flatnonzero(plan.first)] + [plan.num_batches]
         blocks = [list(range(a, b)) for a, b in itertools.pairwise(starts)][::-1]
         order = [i for block in blocks for i in block]
