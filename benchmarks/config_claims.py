@@ -73,8 +73,10 @@ def main() -> None:
     split = argv.index("--") if "--" in argv else len(argv)
     args = parser.parse_args(argv[:split])
     overrides = argv[split + 1:]
-    print("| run | rounds | val/acc last | val/acc last 5 | uplink ratio | downlink ratio | uplink B | downlink B | s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    header = ["run", "rounds", "val/acc last", "val/acc last 5", "uplink ratio", "downlink ratio", "uplink B",
+              "downlink B", "s"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
     for config in args.configs:
         with tempfile.TemporaryDirectory() as tmp:
             scalars, seconds = run_config(config.resolve(), overrides, Path(tmp))
