@@ -6,13 +6,32 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from lightning_fabric.strategies import _StrategyRegistry
 from pytorch_lightning.strategies import DDPStrategy
 from torch.nn.parameter import is_lazy
-from typing_extensions import override
 
 
-class FederatedDDPStrategy(DDPStrategy):
+class FederatedDDPBehaviour:
+    """What makes a DDP strategy federated, shared by both Lightning namespaces' strategies (listed before
+    ``DDPStrategy`` in the bases): no ``DistributedDataParallel`` wrapper, the initial weights broadcast from rank
+    0, a spawned worker's process group closed in order, and the ``"federated_ddp"`` names registered."""
+
+    strategy_name = "federated_ddp"
+
+    def configure_ddp(self) -> None:
+        model = getattr(self, "model", None)
+        assert isinstance(model, torch.nn.Module)
+        broadcast_initial_weights(model)
+
+    def teardown(self) -> None:
+        super().teardown()  # type: ignore[misc]
+        close_spawned_group(getattr(self, "_start_method", "popen"))
+
+    @classmethod
+    def register_strategies(cls, strategy_registry: Any) -> None:
+        register_federated_ddp(cls, strategy_registry)
+
+
+class FederatedDDPStrategy(FederatedDDPBehaviour, DDPStrategy):
     """Runs one process per device, each training its own share of a round's clients.
 
     Lightning's :class:`~pytorch_lightning.strategies.DDPStrategy` wraps the module in
@@ -31,22 +50,6 @@ class FederatedDDPStrategy(DDPStrategy):
         'FederatedDDPStrategy'
     """
 
-    strategy_name = "federated_ddp"
-
-    @override
-    def configure_ddp(self) -> None:
-        assert self.model is not None
-        broadcast_initial_weights(self.model)
-
-    @override
-    def teardown(self) -> None:
-        super().teardown()
-        close_spawned_group(self._start_method)
-
-    @classmethod
-    @override
-    def register_strategies(cls, strategy_registry: _StrategyRegistry) -> None:
-        register_federated_ddp(cls, strategy_registry)
 
 
 @torch.no_grad()

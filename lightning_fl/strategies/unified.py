@@ -8,15 +8,12 @@ this class in a ``lightning.pytorch.Trainer`` and :class:`lightning_fl.Federated
 
 from __future__ import annotations
 
-import torch
-from lightning.fabric.strategies.registry import _StrategyRegistry
 from lightning.pytorch.strategies import DDPStrategy
-from typing_extensions import override
 
-from lightning_fl.strategies.federated_ddp import broadcast_initial_weights, close_spawned_group, register_federated_ddp
+from lightning_fl.strategies.federated_ddp import FederatedDDPBehaviour
 
 
-class FederatedDDPStrategy(DDPStrategy):
+class FederatedDDPStrategy(FederatedDDPBehaviour, DDPStrategy):
     """lightning_fl's federated DDP strategy (:class:`lightning_fl.FederatedDDPStrategy`), built on
     ``lightning.pytorch``: one process per device, each training its own share of a round's clients, the module
     never wrapped in ``DistributedDataParallel``.
@@ -27,20 +24,3 @@ class FederatedDDPStrategy(DDPStrategy):
         >>> type(trainer.strategy).__module__
         'lightning_fl.strategies.unified'
     """
-
-    strategy_name = "federated_ddp"
-
-    @override
-    def configure_ddp(self) -> None:
-        assert isinstance(self.model, torch.nn.Module)
-        broadcast_initial_weights(self.model)
-
-    @override
-    def teardown(self) -> None:
-        super().teardown()
-        close_spawned_group(self._start_method)
-
-    @classmethod
-    @override
-    def register_strategies(cls, strategy_registry: _StrategyRegistry) -> None:
-        register_federated_ddp(cls, strategy_registry)
