@@ -13,7 +13,9 @@ from lightning_fl.systems.clock import (
     energy_joules,
     fednova_scales,
     step_samples,
+    step_seconds,
     steps_within,
+    transfer_seconds,
 )
 from lightning_fl.systems.devices import SimulatedDevices
 from lightning_fl.systems.fedbuff import FedBuff
@@ -45,6 +47,8 @@ __all__ = [
     "resolve_profiles",
     "staleness_weight",
     "step_samples",
+    "step_seconds",
     "steps_within",
     "training_flops_per_sample",
+    "transfer_seconds",
 ]

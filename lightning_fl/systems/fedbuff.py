@@ -17,7 +17,7 @@ from lightning_fl.federation.algorithm import ClientContext, FederatedContext, R
 from lightning_fl.namespaces import both
 from lightning_fl.seeding import derive_seed
 from lightning_fl.systems.asynchronous import BufferedAsyncSchedule, ClientRun, staleness_weight
-from lightning_fl.systems.clock import step_samples
+from lightning_fl.systems.clock import ClientTimes, step_samples, step_seconds, transfer_seconds
 from lightning_fl.systems.devices import SimulatedDevices
 from lightning_fl.systems.profiles import ClientProfiles
 
@@ -148,8 +148,9 @@ class FedBuff(SimulatedDevices):
         samples = float(steps.sum())
         z = np.random.default_rng(derive_seed(self._base_seed(dm), "fedbuff", "jitter", draw)).standard_normal()
         speed = cols["flops_per_second"][client_id] * np.exp(cols["speed_jitter"][client_id] * z)
-        return float(down / cols["downlink_bytes_per_second"][client_id] + self.flops_per_sample * samples / speed
-                     + up / cols["uplink_bytes_per_second"][client_id])
+        return float(ClientTimes(transfer_seconds(down, cols["downlink_bytes_per_second"][client_id]),
+                                 step_seconds(self.flops_per_sample, samples, speed),
+                                 transfer_seconds(up, cols["uplink_bytes_per_second"][client_id])).finish)
 
     # ------------------------------------------------------------------ clients
     @override
