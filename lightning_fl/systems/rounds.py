@@ -31,7 +31,7 @@ Selection = Literal["random", "capable"]
 
 @dataclass(frozen=True)
 class RoundRules:
-    """How rounds are run (see :class:`~lightning_fl.callbacks.SystemsSimulation` for the meaning of each)."""
+    """How rounds are run (see :class:`~lightning_fl.systems.SystemsSimulation` for the meaning of each)."""
 
     deadline: float | None = None
     stragglers: StragglerPolicy = "drop"
@@ -114,7 +114,7 @@ def _sample_subset(round_idx: int, subset: np.ndarray, work: RoundWorkload, m: i
 
 def plan_round(round_idx: int, seed: int, profiles: ClientProfiles, work: RoundWorkload,
                rules: RoundRules) -> RoundSchedule:
-    """Simulate one synchronous round (see :class:`~lightning_fl.callbacks.SystemsSimulation`)."""
+    """Simulate one synchronous round (see :class:`~lightning_fl.systems.SystemsSimulation`)."""
     cols = profiles.columns
     n = len(work.sizes)
     available = np.random.default_rng(derive_seed(seed, "systems", "available", round_idx)).random(n) < \
