@@ -108,6 +108,7 @@ def strongly_connected(nodes: set[str], edges: set[tuple[str, str]]) -> list[lis
 
 
 def test_no_cycle_between_subpackages():
+    assert len(module_edges()) > 100, f"the package's imports were not read from {PACKAGE}"
     edges = package_edges()
     nodes = {n for edge in edges for n in edge}
     cycles = [c for c in strongly_connected(nodes, set(edges)) if len(c) > 1]
@@ -149,3 +150,17 @@ def test_lazy_aliases_resolve():
                                                                "lightning_fl.federation.flat"}
     assert all(c.__module__.startswith("lightning_fl.algorithms.federated_dropout")
                for c in (DropoutGroup, ShrunkModule, SubmodelPlan, TensorSlice, find_dropout_groups))
+
+
+def test_plug_ins_do_not_reach_for_the_host():
+    """Algorithms and simulated devices see the runtime through contexts, never through the server callback."""
+    host = {"lightning_fl.federation.host", "lightning_fl.callbacks.fedavg", "lightning_fl.callbacks",
+            "lightning_fl.federation", "lightning_fl"}
+    plug_in = ("lightning_fl.algorithms", "lightning_fl.systems")
+    seam = {"lightning_fl.federation.algorithm", "lightning_fl.federation.context"}
+    wrong = [
+        f"{src} -> {dst}"
+        for src, dst in sorted(module_edges() - set(PENDING))
+        if (src.startswith(plug_in) or src in seam) and dst in host
+    ]
+    assert not wrong, "plug-ins importing the server callback:\n" + "\n".join(wrong)
