@@ -44,6 +44,8 @@ def lightning_ms_per_round(backbone: nn.Module, dm: FederatedDataModule, rounds:
     """lightning-fl's round; with ``federated=False`` the same batches through a plain Lightning fit (no client
     swaps, no aggregation): Lightning's own cost per batch, the floor for any callback-based design."""
     model = ClassifierModule(backbone=backbone, lr=0.05, log_train_loss=False)
+    if not federated:  # the floor has no server on purpose: say so, or the data module refuses the fit
+        model.uses_weight_averaging = False
     timer = RoundTimer()
     callbacks: list[pl.Callback] = [FederatedAveraging(), timer] if federated else [timer]
     trainer = pl.Trainer(

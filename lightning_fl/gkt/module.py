@@ -22,12 +22,12 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 from typing_extensions import override
 
-from lightning_fl.callbacks.trainer_checks import check_trainer
 from lightning_fl.checkpoint import install_safe_checkpoint_io
 from lightning_fl.codecs.base import Codec
 from lightning_fl.datamodules.federated import FederatedDataModule
-from lightning_fl.datamodules.plan import RoundPlan
-from lightning_fl.exceptions import FederatedConfigError, FederatedRuntimeError
+from lightning_fl.exceptions import FederatedConfigError
+from lightning_fl.federation.cursor import RoundCursor, log_round_step
+from lightning_fl.federation.trainer_checks import check_trainer
 from lightning_fl.gkt.config import check_gkt_args, check_gkt_trainer, make_optimizer
 from lightning_fl.gkt.cost import edge_cost
 from lightning_fl.gkt.evaluation import GKTEvaluator, accuracy_counts, client_models
@@ -41,10 +41,12 @@ from lightning_fl.gkt.store import (
     restore_optimizer_state,
     to_cpu,
 )
-from lightning_fl.gkt.transfer import FeatureDtype, FeatureLink, extract_upload, index_loader
+from lightning_fl.gkt.transfer import FeatureDtype, FeatureLink, check_batch_ids, extract_upload, index_loader
 from lightning_fl.seeding import derive_seed
 
 EvalClients = Literal["round", "first"]
+#: Byte and round totals that survive checkpoints (keys of ``checkpoint["fedgkt"]``).
+_TOTALS = ("uplink_bytes_total", "downlink_bytes_total", "rounds_completed")
 
 
 class FedGKTModule(pl.LightningModule):
@@ -56,7 +58,7 @@ class FedGKTModule(pl.LightningModule):
     cross-entropy alone. The server trains only on the features received in the current round.
 
     Logged per round (``step = round_idx``): ``fl/uplink_bytes``, ``fl/downlink_bytes`` and their totals (the
-    ``fl/`` scalars of :class:`~lightning_fl.callbacks.round_log.RoundStats`), ``gkt/client_loss``,
+    ``fl/`` scalars of :class:`~lightning_fl.federation.round_log.RoundStats`), ``gkt/client_loss``,
     ``gkt/client_kd``, ``gkt/server_loss``, ``gkt/server_kd``, ``gkt/client_seconds``, ``gkt/server_seconds``,
     ``gkt/client_local_acc`` (clients on their own local validation split, when the data module holds one); after
     validation ``val/acc`` and ``val/loss`` (combined model: each evaluated client's stem + the server body,
@@ -147,7 +149,8 @@ class FedGKTModule(pl.LightningModule):
         self.rounds_completed = 0
         self.history: list[dict[str, float]] = []
         self.cost: dict[str, float] = {}
-        self._in_round = False
+        #: The round's plan and whether a round is open (shared with the server callback's runtime).
+        self.round_cursor = RoundCursor()
         self._evaluator: GKTEvaluator | None = None
 
     # ------------------------------------------------------------------ setup
@@ -188,20 +191,13 @@ class FedGKTModule(pl.LightningModule):
     # ------------------------------------------------------------------ round
     @override
     def on_train_epoch_start(self) -> None:
-        plan = self._dm.current_plan
-        if plan is None or plan.round_idx != self.trainer.current_epoch:
-            raise FederatedRuntimeError(
-                f"the data module has no plan for round {self.trainer.current_epoch}; is the train loader the "
-                "FederatedDataModule's and reload_dataloaders_every_n_epochs=1?"
-            )
-        self._plan: RoundPlan = plan
+        plan = self.round_cursor.start_round(self.trainer)
         self._round = ServerRound(plan.round_idx)
         self._round_start = time.perf_counter()
-        self._in_round = True
 
     @override
     def training_step(self, batch: Any, batch_idx: int) -> None:
-        plan = self._plan
+        plan = self.round_cursor.plan
         client_id = int(plan.batch_client[batch_idx])
         if client_id < 0:
             return None
@@ -209,7 +205,7 @@ class FedGKTModule(pl.LightningModule):
         x, y = batch[0], batch[1]
         ids = torch.from_numpy(plan.batches[batch_idx]).long()
         if plan.first[batch_idx]:
-            self._check_ids(ids, y, batch_idx)
+            check_batch_ids(self._targets, ids, y, batch_idx, plan.round_idx)
             self._start_client(client_id)
         self._client_step(x, y, ids)
         if plan.last[batch_idx]:
@@ -219,30 +215,22 @@ class FedGKTModule(pl.LightningModule):
             self._finish_round()
         return None
 
-    def _check_ids(self, ids: torch.Tensor, y: torch.Tensor, batch_idx: int) -> None:
-        """Samples are keyed by dataset index (the plan's index arrays): make sure the loader followed the plan."""
-        if len(ids) != len(y) or not torch.equal(self._targets[ids], y.detach().cpu().long()):
-            raise FederatedRuntimeError(
-                f"batch {batch_idx} of round {self._plan.round_idx} does not hold the samples the data module's plan "
-                "lists for it; FedGKT keys features and logits by sample id, so the train loader must be the "
-                "FederatedDataModule's own"
-            )
-
     def _start_client(self, client_id: int) -> None:
         state = self.store.get(client_id)
         assert self.init_state is not None
         self.client.load_state_dict(state["model"] if state is not None else self.init_state)
         saved = state.get("optimizer") if state is not None and self.hparams["keep_client_optimizer_state"] else None
-        restore_optimizer_state(self._client_optimizer().optimizer, list(self.client.parameters()), saved)
-        seed = derive_seed(self._seed, "gkt_client", self._plan.round_idx, client_id)
+        restore_optimizer_state(self._optimizer(0).optimizer, list(self.client.parameters()), saved)
+        seed = derive_seed(self._seed, "gkt_client", self.round_cursor.plan.round_idx, client_id)
         torch.default_generator.manual_seed(seed)
         if self.device.type == "cuda":
             torch.cuda.manual_seed(seed)
 
-    def _client_optimizer(self) -> Any:
+    def _optimizer(self, index: int) -> Any:
+        """The client's (0) or the server body's (1) optimizer."""
         optimizers = self.optimizers()
         assert isinstance(optimizers, list)
-        return optimizers[0]
+        return optimizers[index]
 
     def client_loss(
         self, logits: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor | None, mask: torch.Tensor | None
@@ -260,7 +248,7 @@ class FedGKTModule(pl.LightningModule):
             if bool(valid.any()):
                 teacher, mask = rows.to(logits.device), valid.to(logits.device)
         loss, kd = self.client_loss(logits, y, teacher, mask)
-        optimizer = self._client_optimizer()
+        optimizer = self._optimizer(0)
         optimizer.zero_grad()
         self.manual_backward(loss)
         optimizer.step()
@@ -270,11 +258,11 @@ class FedGKTModule(pl.LightningModule):
     def _finish_client(self, client_id: int) -> None:
         optim_state = None
         if self.hparams["keep_client_optimizer_state"]:
-            optim_state = optimizer_state(self._client_optimizer().optimizer, list(self.client.parameters()))
+            optim_state = optimizer_state(self._optimizer(0).optimizer, list(self.client.parameters()))
         self.store.put(client_id, {"model": self.client.state_dict(), "optimizer": optim_state})
         dm, size = self._dm, self.hparams["eval_batch_size"]
         assert dm.train_dataset is not None
-        seed = derive_seed(self._seed, "gkt_features", self._plan.round_idx, client_id)
+        seed = derive_seed(self._seed, "gkt_features", self.round_cursor.plan.round_idx, client_id)
         self.client.eval()
         try:  # what the trained client sends: (H, logits, label, id) of every training sample, in eval mode
             upload = extract_upload(self.client, client_id, dm.train_dataset, dm.client_indices[client_id], size,
@@ -290,10 +278,8 @@ class FedGKTModule(pl.LightningModule):
 
     def _finish_round(self) -> None:
         assert self.teacher is not None
-        optimizers = self.optimizers()
-        assert isinstance(optimizers, list)
         server = self._round
-        server.train_body(self, optimizers[1], self._seed)
+        server.train_body(self, self._optimizer(1), self._seed)
         down = server.send_logits(self, self.teacher)
         self.uplink_bytes_total += server.uplink_bytes
         self.downlink_bytes_total += down
@@ -303,12 +289,11 @@ class FedGKTModule(pl.LightningModule):
             logger.log_metrics(metrics, step=server.round_idx)
         self.history.append(metrics)
         server.uploads.clear()
-        self._in_round = False
+        self.round_cursor.end_round()
 
     @override
     def on_train_epoch_end(self) -> None:
-        if self.trainer.loggers:  # epoch-level metrics are logged at the step named "step": make it the round
-            self.log("step", float(self.trainer.current_epoch), logger=True, prog_bar=False)
+        log_round_step(self.trainer, self)
 
     # ------------------------------------------------------------------ evaluation
     def _client_model_state(self, client_id: int) -> dict[str, Any]:
@@ -340,8 +325,8 @@ class FedGKTModule(pl.LightningModule):
         self.log(client_name, result["client_acc"], prog_bar=True)
         self.log(f"{client_name}_min", result["client_acc_min"])
         self.log(f"{client_name}_max", result["client_acc_max"])
-        if self.trainer.loggers and self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
-            self.log("step", float(self.trainer.current_epoch), logger=True, prog_bar=False)
+        if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
+            log_round_step(self.trainer, self)
 
     @override
     def on_validation_epoch_start(self) -> None:
@@ -384,19 +369,15 @@ class FedGKTModule(pl.LightningModule):
     # ------------------------------------------------------------------ checkpoints
     @override
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self._in_round:
-            raise FederatedRuntimeError(
-                f"refusing to checkpoint in the middle of round {self.trainer.current_epoch}: clients' models and "
-                "features of the round are in flight. Checkpoint at round ends (ModelCheckpoint(every_n_epochs=1))"
-            )
+        self.round_cursor.refuse_mid_round_checkpoint(
+            self.trainer, "clients' models and features of the round are in flight"
+        )
         assert self.teacher is not None
         checkpoint["fedgkt"] = {
             "store": self.store.state_dict(),
             "teacher": self.teacher.state_dict(),
             "init_state": self.init_state,
-            "uplink_bytes_total": self.uplink_bytes_total,
-            "downlink_bytes_total": self.downlink_bytes_total,
-            "rounds_completed": self.rounds_completed,
+            **{name: getattr(self, name) for name in _TOTALS},
         }
 
     @override
@@ -409,6 +390,5 @@ class FedGKTModule(pl.LightningModule):
         assert self.teacher is not None, "setup() builds the table before Lightning restores a checkpoint"
         self.teacher.load_state_dict(saved["teacher"])
         self.init_state = saved["init_state"]
-        self.uplink_bytes_total = int(saved["uplink_bytes_total"])
-        self.downlink_bytes_total = int(saved["downlink_bytes_total"])
-        self.rounds_completed = int(saved["rounds_completed"])
+        for name in _TOTALS:
+            setattr(self, name, int(saved[name]))

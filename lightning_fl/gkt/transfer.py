@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from lightning_fl.codecs.base import Codec
 from lightning_fl.datamodules.loaders import make_batch_loader
-from lightning_fl.exceptions import FederatedConfigError
+from lightning_fl.exceptions import FederatedConfigError, FederatedRuntimeError
 
 FeatureDtype = Literal["float32", "float16"]
 FEATURE_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16}
@@ -137,6 +137,19 @@ def downlink_logits(logits: torch.Tensor) -> tuple[torch.Tensor, int]:
     """
     sent = logits.detach().to(device="cpu", dtype=torch.float32)
     return sent, sent.nbytes
+
+
+def check_batch_ids(targets: torch.Tensor, ids: torch.Tensor, y: torch.Tensor, batch_idx: int, round_idx: int) -> None:
+    """Samples are keyed by dataset index (the plan's index arrays): make sure the loader followed the plan.
+
+    Raises:
+        FederatedRuntimeError: When the batch's labels are not those of the samples the plan lists for it.
+    """
+    if len(ids) != len(y) or not torch.equal(targets[ids], y.detach().cpu().long()):
+        raise FederatedRuntimeError(
+            f"batch {batch_idx} of round {round_idx} does not hold the samples the data module's plan lists for it; "
+            "FedGKT keys features and logits by sample id, so the train loader must be the FederatedDataModule's own"
+        )
 
 
 def index_loader(dataset: Dataset, indices: np.ndarray, batch_size: int) -> Any:

@@ -14,6 +14,7 @@ A client's round is download, then local training, then upload::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -33,9 +34,36 @@ def step_samples(size: int, batch_size: int, local_epochs: int, drop_last: bool 
     return np.array(epoch * int(local_epochs), dtype=np.int64)
 
 
+def transfer_seconds(nbytes: Any, bytes_per_second: Any) -> Any:
+    """Seconds to move ``nbytes`` at ``bytes_per_second`` (scalars or arrays).
+
+    Example:
+        >>> transfer_seconds(1000.0, 500.0)
+        2.0
+    """
+    return nbytes / bytes_per_second
+
+
+def compute_seconds(flops: Any, flops_per_second: Any) -> Any:
+    """Seconds to compute ``flops`` at ``flops_per_second`` (scalars or arrays)."""
+    return flops / flops_per_second
+
+
+def step_seconds(flops_per_sample: Any, step_samples: Any, flops_per_second: Any) -> Any:
+    """Seconds of local steps of ``step_samples`` samples each: ``(flops_per_sample * step_samples) / speed``.
+
+    The product comes first, as everywhere in the simulation, so that every path gives bit-identical times.
+
+    Example:
+        >>> step_seconds(2e6, np.array([2, 1]), 1e6).tolist()
+        [4.0, 2.0]
+    """
+    return compute_seconds(flops_per_sample * step_samples, flops_per_second)
+
+
 @dataclass(frozen=True)
 class ClientTimes:
-    """Simulated seconds of each client's round (arrays aligned with the clients).
+    """Simulated seconds of a client's round (scalars, or arrays aligned with the clients).
 
     Example:
         >>> t = client_times(np.array([1000.0]), np.array([500.0]), np.array([2e6]),
@@ -44,13 +72,14 @@ class ClientTimes:
         ([1.0], [2.0], [2.0], [5.0])
     """
 
-    download: np.ndarray
-    compute: np.ndarray
-    upload: np.ndarray
+    download: Any
+    compute: Any
+    upload: Any
 
     @property
-    def finish(self) -> np.ndarray:
-        """When each client's update reaches the server, from the round's start."""
+    def finish(self) -> Any:
+        """When each client's update reaches the server, from the round's start (the only place this sum is
+        written; scalars or arrays)."""
         return self.download + self.compute + self.upload
 
 
@@ -64,9 +93,9 @@ def client_times(
 ) -> ClientTimes:
     """Download, training and upload seconds of each client (bandwidths in bytes per second, not bits)."""
     return ClientTimes(
-        download=np.asarray(downlink_bytes, dtype=np.float64) / downlink_bytes_per_second,
-        compute=np.asarray(train_flops, dtype=np.float64) / flops_per_second,
-        upload=np.asarray(uplink_bytes, dtype=np.float64) / uplink_bytes_per_second,
+        download=transfer_seconds(np.asarray(downlink_bytes, dtype=np.float64), downlink_bytes_per_second),
+        compute=compute_seconds(np.asarray(train_flops, dtype=np.float64), flops_per_second),
+        upload=transfer_seconds(np.asarray(uplink_bytes, dtype=np.float64), uplink_bytes_per_second),
     )
 
 

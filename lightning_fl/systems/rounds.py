@@ -14,7 +14,15 @@ import numpy as np
 
 from lightning_fl.datamodules.plan import ClientSampling, Participation, sample_clients
 from lightning_fl.seeding import derive_seed
-from lightning_fl.systems.clock import apply_deadline, energy_joules, step_samples, steps_within
+from lightning_fl.systems.clock import (
+    ClientTimes,
+    apply_deadline,
+    energy_joules,
+    step_samples,
+    step_seconds,
+    steps_within,
+    transfer_seconds,
+)
 from lightning_fl.systems.profiles import ClientProfiles
 
 StragglerPolicy = Literal["drop", "partial"]
@@ -23,7 +31,7 @@ Selection = Literal["random", "capable"]
 
 @dataclass(frozen=True)
 class RoundRules:
-    """How rounds are run (see :class:`~lightning_fl.callbacks.SystemsSimulation` for the meaning of each)."""
+    """How rounds are run (see :class:`~lightning_fl.systems.SystemsSimulation` for the meaning of each)."""
 
     deadline: float | None = None
     stragglers: StragglerPolicy = "drop"
@@ -106,7 +114,7 @@ def _sample_subset(round_idx: int, subset: np.ndarray, work: RoundWorkload, m: i
 
 def plan_round(round_idx: int, seed: int, profiles: ClientProfiles, work: RoundWorkload,
                rules: RoundRules) -> RoundSchedule:
-    """Simulate one synchronous round (see :class:`~lightning_fl.callbacks.SystemsSimulation`)."""
+    """Simulate one synchronous round (see :class:`~lightning_fl.systems.SystemsSimulation`)."""
     cols = profiles.columns
     n = len(work.sizes)
     available = np.random.default_rng(derive_seed(seed, "systems", "available", round_idx)).random(n) < \
@@ -117,17 +125,17 @@ def plan_round(round_idx: int, seed: int, profiles: ClientProfiles, work: RoundW
     steps = {
         int(c): step_samples(int(work.sizes[c]), work.batch_size, work.local_epochs, work.drop_last) for c in avail_ids
     }
-    download = work.downlink_bytes / cols["downlink_bytes_per_second"]
-    upload = work.uplink_bytes / cols["uplink_bytes_per_second"]
+    download = transfer_seconds(work.downlink_bytes, cols["downlink_bytes_per_second"])
+    upload = transfer_seconds(work.uplink_bytes, cols["uplink_bytes_per_second"])
 
     def nominal_plan(c: int) -> tuple[int, float]:
         """Planned steps and nominal finish (profile speed, no jitter)."""
-        seconds = work.flops_per_sample * steps[c] / cols["flops_per_second"][c]
+        seconds = step_seconds(work.flops_per_sample, steps[c], cols["flops_per_second"][c])
         tau = len(seconds)
         if rules.dynamic_work and rules.deadline is not None:
             fit = steps_within(rules.deadline - download[c] - upload[c], seconds)
             tau = min(max(fit, rules.min_local_steps), tau)
-        return tau, float(download[c] + seconds[:tau].sum() + upload[c])
+        return tau, float(ClientTimes(download[c], seconds[:tau].sum(), upload[c]).finish)
 
     planned = {int(c): nominal_plan(int(c)) for c in avail_ids}
     if rules.selection == "capable" and rules.deadline is not None:
@@ -148,9 +156,9 @@ def plan_round(round_idx: int, seed: int, profiles: ClientProfiles, work: RoundW
     fail_draw, fail_point = fail_rng.random(n), fail_rng.random(n)
     k = len(selected)
     taus = np.array([planned[int(c)][0] for c in selected], dtype=np.int64)
-    step_seconds = [work.flops_per_sample * steps[int(c)] / speed[c] for c in selected]
-    compute = np.array([s[:t].sum() for s, t in zip(step_seconds, taus, strict=True)])
-    finish = download[selected] + compute + upload[selected]
+    client_steps = [step_seconds(work.flops_per_sample, steps[int(c)], speed[c]) for c in selected]
+    compute = np.array([s[:t].sum() for s, t in zip(client_steps, taus, strict=True)])
+    finish = ClientTimes(download[selected], compute, upload[selected]).finish
     failed = (fail_draw[selected] < cols["failure_probability"][selected]) if rules.failures else np.zeros(k, bool)
     failure_seconds = download[selected] + fail_point[selected] * compute
     late = ~failed & (finish > rules.deadline) if rules.deadline is not None else np.zeros(k, bool)
@@ -158,10 +166,10 @@ def plan_round(round_idx: int, seed: int, profiles: ClientProfiles, work: RoundW
     if rules.stragglers == "partial" and rules.deadline is not None:
         for i in np.flatnonzero(late).tolist():
             c = int(selected[i])
-            fit = min(steps_within(rules.deadline - download[c] - upload[c], step_seconds[i]), int(taus[i]))
+            fit = min(steps_within(rules.deadline - download[c] - upload[c], client_steps[i]), int(taus[i]))
             if fit >= 1:
                 used_taus[i] = fit
-                used_finish[i] = download[c] + step_seconds[i][:fit].sum() + upload[c]
+                used_finish[i] = ClientTimes(download[c], client_steps[i][:fit].sum(), upload[c]).finish
     keep_first = keep if rules.over_selection > 0 else None
     outcome = apply_deadline(used_finish, rules.deadline, keep_first, failed, failure_seconds)
     round_seconds = outcome.round_seconds if k else float(rules.deadline or 0.0)
