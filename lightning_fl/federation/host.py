@@ -116,7 +116,7 @@ class FederatedAveraging(Callback):
         self._pending: dict[str, Any] | None = None
         self._guard: GuardedServerStep | None = None
         self._algorithms: list[FederatedAlgorithm] = []
-        self._world_size = 1  # set in setup; read by plan_request()
+        self._world_size = 1
         self._sub: ClientLayout | None = None
         self._schedules: StepSchedules | None = None
         self._bn_guard: BatchNormGuard | None = None
@@ -191,9 +191,7 @@ class FederatedAveraging(Callback):
         return found[0] if found else None
 
     def plan_request(self) -> PlanRequest:
-        """What the round plans must honour (this callback is a :class:`~lightning_fl.datamodules.plan.RoundDriver`):
-        a stateful codec or algorithm keeps each client's state on the rank that ran the client, so clients are
-        pinned to their owner rank when several processes run."""
+        """What the plans must honour (a ``RoundDriver``): pinned clients when per-client state lives on ranks."""
         stateful = self.downlink.codec.stateful or self.uplink.codec.stateful
         pin = self._world_size > 1 and (stateful or any(a.keeps_client_state for a in self._algorithms))
         return PlanRequest(pin_clients=pin)
