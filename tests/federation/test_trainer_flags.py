@@ -102,3 +102,10 @@ def test_round_plan_of_refuses_a_stale_plan():
 
     with pytest.raises(FederatedRuntimeError, match="plan of round 0, but the Trainer runs round 1"):
         round_plan_of(Stub())
+
+
+def test_train_dataloaders_without_the_data_module_are_refused():
+    trainer = pl.Trainer(max_epochs=1, callbacks=[FederatedAveraging()], **PLAIN)
+    loader = DataLoader(make_tiny_data(16, seed=0), batch_size=8)
+    with pytest.raises(FederatedConfigError, match=r"datamodule must be a lightning_fl FederatedDataModule.*got no"):
+        trainer.fit(TinyClassifier(), train_dataloaders=loader)
