@@ -11,9 +11,6 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lightning_fl"
 #: Upward edges that other work packages of issue 12 remove (module -> imported module). Each must still exist;
 #: when its import goes, ``test_every_allowance_is_still_needed`` says to delete it here.
 PENDING = {
-    # WP3: check_server_present tests isinstance(cb, RoundDriver) instead of importing the server callback
-    ("lightning_fl.datamodules.fit_checks", "lightning_fl.callbacks.algorithm"),
-    ("lightning_fl.datamodules.fit_checks", "lightning_fl.callbacks.fedavg"),
     # WP2: algorithms get contexts, not a back-pointer to the host
     ("lightning_fl.federation.algorithm", "lightning_fl.federation.host"),
 }

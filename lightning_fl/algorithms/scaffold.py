@@ -6,13 +6,12 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import torch.distributed as dist
 from typing_extensions import override
 
 from lightning_fl.exceptions import FederatedConfigError
 from lightning_fl.federation.algorithm import ClientContext, FederatedAlgorithm, FederatedContext, RoundContext
 from lightning_fl.federation.client_store import ClientStore
-from lightning_fl.server.aggregator import Aggregator, is_distributed
+from lightning_fl.server.aggregator import Aggregator
 
 
 class Scaffold(FederatedAlgorithm):
@@ -25,9 +24,9 @@ class Scaffold(FederatedAlgorithm):
     ``c_i+ = c_i - c + (x - y_i) / (K * lr)``; unlike that formula it does not assume plain SGD steps, so SGD with
     momentum or Nesterov, Adam/AdamW, weight decay and gradient clipping (which move ``y_i`` differently from
     ``K * lr`` times the mean gradient) give correct variates too. The server then moves
-    ``c += (|S| / N) * mean_{i in S}(c_i+ - c_i)`` with one all-reduce of its own, while :class:`FederatedAveraging`
-    applies the mean model update through its server optimizer (its sample-count weights; the paper's clients are
-    equally sized). Variates cover the trainable parameters only.
+    ``c += (|S| / N) * mean_{i in S}(c_i+ - c_i)`` (its sum travels in the round's one all-reduce), while
+    :class:`FederatedAveraging` applies the mean model update through its server optimizer (its sample-count
+    weights; the paper's clients are equally sized). Variates cover the trainable parameters only.
 
     Memory: ``c`` and four work vectors are ``P`` float32 values each on the module's device; each client's ``c_i`` is
     ``P`` float32 values on CPU, ``4 * P`` bytes per client (``P`` trainable parameters: 24.7 KB for the digits
@@ -77,7 +76,8 @@ class Scaffold(FederatedAlgorithm):
         self._client_control = torch.zeros_like(self.server_control)
         self._correction = torch.zeros_like(self.server_control)
         self._grad_sum = torch.zeros_like(self.server_control)
-        self._delta_sum = torch.zeros_like(self.server_control)
+        # sum of (c_i+ - c_i) over the round's clients: summed over ranks in the round's one all-reduce
+        self._delta_sum = context.sum_state("scaffold_control_delta", p, state.dtype)
         specs = [s for s in state.float_specs if s.is_parameter]
         self._params = state.module_float[: len(specs)]
         self._correction_views = [self._correction[s.offset : s.offset + s.numel].view(s.shape) for s in specs]
@@ -136,11 +136,8 @@ class Scaffold(FederatedAlgorithm):
     @torch.no_grad()
     def on_round_synced(self, round_context: RoundContext, aggregator: Aggregator) -> None:
         assert self.server_control is not None
-        if is_distributed():
-            dist.all_reduce(self._delta_sum)
         # c += |S|/N * mean(delta c_i) = sum(delta c_i) / N
         self.server_control.add_(self._delta_sum, alpha=1.0 / self.context.datamodule.num_clients)
-        self._delta_sum.zero_()
 
     @property
     def bytes_per_client(self) -> int:

@@ -12,6 +12,7 @@ from lightning_fl.datamodules.datasets import (
     load_digits_dataset,
 )
 from lightning_fl.datamodules.federated import FederatedDataModule
+from lightning_fl.datamodules.loaders import BatchLoader, RoundLoader, round_plan_of
 from lightning_fl.datamodules.partitioners import (
     DirichletPartitioner,
     IIDPartitioner,
@@ -20,9 +21,19 @@ from lightning_fl.datamodules.partitioners import (
     QuantitySkewPartitioner,
     ShardPartitioner,
 )
-from lightning_fl.datamodules.plan import Participation, RoundPlan, build_round_plan, sample_clients
+from lightning_fl.datamodules.plan import (
+    Participation,
+    PlanRequest,
+    RoundDriver,
+    RoundPlan,
+    build_round_plan,
+    owner_rank,
+    plan_request_of,
+    sample_clients,
+)
 
 __all__ = [
+    "BatchLoader",
     "DatasetSource",
     "Digits",
     "DirichletPartitioner",
@@ -34,7 +45,10 @@ __all__ = [
     "NaturalPartitioner",
     "Participation",
     "Partitioner",
+    "PlanRequest",
     "QuantitySkewPartitioner",
+    "RoundDriver",
+    "RoundLoader",
     "RoundPlan",
     "ShardPartitioner",
     "Splits",
@@ -42,5 +56,8 @@ __all__ = [
     "build_round_plan",
     "get_source",
     "load_digits_dataset",
+    "owner_rank",
+    "plan_request_of",
+    "round_plan_of",
     "sample_clients",
 ]

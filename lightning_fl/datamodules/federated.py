@@ -14,15 +14,17 @@ from lightning_fl.datamodules.datasets.base import DatasetSource, Splits
 from lightning_fl.datamodules.fingerprint import data_fingerprint, fingerprint_changes
 from lightning_fl.datamodules.fit_checks import check_server_present
 from lightning_fl.datamodules.labels import LabelFn, dataset_labels
-from lightning_fl.datamodules.loaders import eval_batches, make_batch_loader
+from lightning_fl.datamodules.loaders import BatchLoader, RoundLoader, eval_batches, make_batch_loader
 from lightning_fl.datamodules.partitioners.base import Partitioner
 from lightning_fl.datamodules.plan import (
     CLIENT_SAMPLING_MODES,
     ClientSampling,
     Participation,
+    PlanRequest,
     RoundPlan,
     build_round_plan,
     num_client_batches,
+    plan_request_of,
 )
 from lightning_fl.exceptions import CheckpointError, FederatedConfigError
 from lightning_fl.namespaces import LightningDataModule
@@ -142,13 +144,14 @@ class FederatedDataModule(LightningDataModule):
         self.client_indices: list[np.ndarray] = []
         self.client_val_indices: list[np.ndarray] = []
         self._client_sizes: np.ndarray | None = None
-        self.current_plan: RoundPlan | None = None
-        #: Run every client on rank ``client_id % world_size`` (set by callbacks that keep per-client state on a
-        #: rank); otherwise clients are balanced over ranks each round.
+        self._current_plan: RoundPlan | None = None
+        #: A user override for old code: run every client on rank ``client_id % world_size``. The round's drivers
+        #: ask for pinning themselves (:class:`~lightning_fl.datamodules.plan.PlanRequest`).
         self.pin_clients_to_ranks = False
-        #: ``participation(round_idx) -> Participation``: installed by callbacks that decide who trains and for how
-        #: many batches (simulated devices, deadlines, asynchronous buffers); called once per planned round, on
-        #: every rank, and must answer identically on every rank. ``None``: sample ``clients_per_round`` clients.
+        #: A user override for old code: ``participation(round_idx) -> Participation`` decides who trains and for
+        #: how many batches, identically on every rank. Callbacks that decide it (simulated devices) say so through
+        #: their driver's :class:`~lightning_fl.datamodules.plan.PlanRequest` instead. ``None``: sample
+        #: ``clients_per_round`` clients.
         self.participation: Callable[[int], Participation] | None = None
 
     # ------------------------------------------------------------------ setup
@@ -283,13 +286,30 @@ class FederatedDataModule(LightningDataModule):
         largest = int(self.client_sizes.max())
         return num_client_batches(largest, self.batch_size, self.local_epochs, self.drop_last)
 
+    @property
+    def current_plan(self) -> RoundPlan | None:
+        """The plan of the last train loader built (read-only; the runtime reads the plan from the loader)."""
+        return self._current_plan
+
+    def effective_plan_request(self) -> PlanRequest:
+        """What the plans must honour: this module's own overrides (``pin_clients_to_ranks``, ``participation``)
+        merged with the request of every round driver of the fit (the server callback, a round-running module).
+
+        Raises:
+            FederatedConfigError: If two of them decide participation.
+        """
+        own = PlanRequest(self.pin_clients_to_ranks, self.participation)
+        return own.merged(plan_request_of(self.trainer), ("the data module's participation", "a round driver"))
+
     def plan_round(
         self, round_idx: int, world_size: int = 1, rank: int = 0, max_client_batches: int | None = None
     ) -> RoundPlan:
         """The plan of ``round_idx`` as seen by ``rank`` of ``world_size`` (identical inputs on every rank), every
-        client cut to its first ``max_client_batches`` batches when given."""
+        client cut to its first ``max_client_batches`` batches when given; pinning and participation as
+        :meth:`effective_plan_request` says."""
         if not self.client_indices:
             raise FederatedConfigError("call setup() before planning a round")
+        request = self.effective_plan_request()
         return build_round_plan(
             round_idx,
             self.client_indices,
@@ -301,8 +321,8 @@ class FederatedDataModule(LightningDataModule):
             seed=self.seed,
             world_size=world_size,
             rank=rank,
-            pin_clients=self.pin_clients_to_ranks,
-            participation=self.participation(round_idx) if self.participation is not None else None,
+            pin_clients=request.pin_clients,
+            participation=request.participation(round_idx) if request.participation is not None else None,
             drop_last=self.drop_last,
             max_client_batches=max_client_batches,
         )
@@ -316,11 +336,12 @@ class FederatedDataModule(LightningDataModule):
         # Trainer(fast_dev_run=n): one round in which every client runs n batches
         fast_dev_run = getattr(trainer, "fast_dev_run", False) if trainer is not None else False
         cap = int(fast_dev_run) if fast_dev_run else None
-        self.current_plan = self.plan_round(round_idx, world, rank, max_client_batches=cap)
+        plan = self.plan_round(round_idx, world, rank, max_client_batches=cap)
+        self._current_plan = plan
         assert self.train_dataset is not None
-        return make_batch_loader(
-            self.train_dataset, self.current_plan.batches, self.num_workers, self.pin_memory, self.collate_fn
-        )
+        batches = make_batch_loader(self.train_dataset, plan.batches, self.num_workers, self.pin_memory,
+                                    self.collate_fn)
+        return RoundLoader(plan, batches)
 
     def _eval_loader(self, dataset: Dataset | None) -> Any:
         if dataset is None:
@@ -328,7 +349,7 @@ class FederatedDataModule(LightningDataModule):
         trainer = self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         batches = eval_batches(len(dataset), self.eval_batch_size, rank, world)  # type: ignore[arg-type]
-        return make_batch_loader(dataset, batches, self.num_workers, self.pin_memory, self.collate_fn)
+        return BatchLoader(make_batch_loader(dataset, batches, self.num_workers, self.pin_memory, self.collate_fn))
 
     @override
     def val_dataloader(self) -> Any:
@@ -347,7 +368,8 @@ class FederatedDataModule(LightningDataModule):
         ix = (self.client_val_indices if split == "val" else self.client_indices)[client_id]
         assert self.train_dataset is not None
         batches = [ix[i : i + self.eval_batch_size] for i in range(0, len(ix), self.eval_batch_size)]
-        return make_batch_loader(self.train_dataset, batches, self.num_workers, self.pin_memory, self.collate_fn)
+        return BatchLoader(make_batch_loader(self.train_dataset, batches, self.num_workers, self.pin_memory,
+                                            self.collate_fn))
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:

@@ -1,8 +1,8 @@
 """Per-client state that persists across rounds (SCAFFOLD control variates, personal layers), on CPU, bounded.
 
-With several processes every client is pinned to rank ``client_id % world_size``
-(``FederatedDataModule.pin_clients_to_ranks``), so each rank holds the state of its own clients; a checkpoint
-gathers the stores of all ranks and keeps every client's entry from its owner, as
+With several processes every client is pinned to its :func:`~lightning_fl.datamodules.plan.owner_rank`
+(``client_id % world_size``, asked for with a ``PlanRequest``), so each rank holds the state of its own clients; a
+checkpoint gathers the stores of all ranks and keeps every client's entry from its owner, as
 :mod:`lightning_fl.federation.codec_state` does for codec residuals.
 """
 
@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 
 from lightning_fl.checks import check_int
+from lightning_fl.datamodules.plan import owner_rank
 
 T = TypeVar("T")
 
@@ -87,7 +88,7 @@ class ClientStore(Generic[T]):
 
     def keep_owned(self, rank: int, world_size: int) -> None:
         """Drop the clients another rank owns (after loading a merged checkpoint on every rank)."""
-        for client_id in [c for c in self._entries if c % world_size != rank]:
+        for client_id in [c for c in self._entries if owner_rank(c, world_size) != rank]:
             del self._entries[client_id]
 
     def state_dict(self) -> dict[int, T]:

@@ -7,16 +7,18 @@ from typing import Any
 import torch.distributed as dist
 
 from lightning_fl.codecs.base import Codec
+from lightning_fl.datamodules.plan import owner_rank as client_owner_rank
 
 
 def owner_rank(stream_key: str, world_size: int) -> int:
-    """The rank that holds a stream's state: clients are pinned to rank ``client_id % world_size``.
+    """The rank that holds a stream's state: its client's
+    :func:`~lightning_fl.datamodules.plan.owner_rank` (``client_id % world_size``).
 
     Example:
         >>> owner_rank("7/fc.weight", 2)
         1
     """
-    return int(stream_key.split("/", 1)[0]) % world_size
+    return client_owner_rank(int(stream_key.split("/", 1)[0]), world_size)
 
 
 def merge_stream_states(states: list[dict[str, Any]]) -> dict[str, Any]:

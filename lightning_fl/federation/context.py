@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
+
+from lightning_fl.exceptions import FederatedRuntimeError
 
 if TYPE_CHECKING:
     from lightning_fl.datamodules.federated import FederatedDataModule
@@ -25,6 +29,7 @@ class FederatedContext:
         rank: This process's rank.
         world_size: Number of processes.
         local_names: Names of tensors that never leave the clients (personal layers).
+        add_sum_state: The runtime's ``RoundReducer.add_state``; use :meth:`sum_state`.
     """
 
     state: FlatState
@@ -33,6 +38,18 @@ class FederatedContext:
     rank: int
     world_size: int
     local_names: frozenset[str]
+    add_sum_state: Callable[[str, int, torch.dtype], torch.Tensor] | None = field(default=None, repr=False)
+
+    def sum_state(self, name: str, numel: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """A zeroed flat tensor that the runtime sums over all processes in the round's one all-reduce, before
+        ``on_round_synced``, and zeroes at every round's start. Declare it in ``on_federated_fit_start``.
+
+        Raises:
+            FederatedRuntimeError: If the context was built without the runtime's reducer.
+        """
+        if self.add_sum_state is None:
+            raise FederatedRuntimeError("this FederatedContext has no round reducer: sum states need the server")
+        return self.add_sum_state(name, numel, dtype)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 
-from lightning_fl.datamodules.federated import FederatedDataModule
+from lightning_fl.datamodules.loaders import round_plan_of
 from lightning_fl.datamodules.plan import RoundPlan
 from lightning_fl.exceptions import FederatedRuntimeError
 
@@ -16,19 +16,13 @@ __all__ = ["RoundCursor", "log_round_step", "round_plan"]
 
 
 def round_plan(trainer: "pl.Trainer") -> RoundPlan:
-    """The plan of the Trainer's current round, as the data module built it for this round's train loader.
+    """The plan of the Trainer's current round, read from the round's train loader
+    (:func:`~lightning_fl.datamodules.loaders.round_plan_of`).
 
     Raises:
-        FederatedRuntimeError: When the data module has no plan for the current round.
+        FederatedRuntimeError: When the train loader is not the data module's, or holds another round's plan.
     """
-    dm = trainer.datamodule  # type: ignore[attr-defined]
-    plan = dm.current_plan if isinstance(dm, FederatedDataModule) else None
-    if plan is None or plan.round_idx != trainer.current_epoch:
-        raise FederatedRuntimeError(
-            f"the data module has no plan for round {trainer.current_epoch}; is the train loader the "
-            "FederatedDataModule's and reload_dataloaders_every_n_epochs=1?"
-        )
-    return plan
+    return round_plan_of(trainer)
 
 
 def log_round_step(trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:

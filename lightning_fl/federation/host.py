@@ -15,7 +15,7 @@ from lightning_fl.checks import check_int
 from lightning_fl.codecs.base import Codec
 from lightning_fl.codecs.policy import TensorPolicy
 from lightning_fl.datamodules.federated import FederatedDataModule
-from lightning_fl.datamodules.plan import RoundPlan
+from lightning_fl.datamodules.plan import PlanRequest, RoundPlan
 from lightning_fl.exceptions import FederatedConfigError, FederatedRuntimeError
 from lightning_fl.federation.algorithm import (
     FederatedAlgorithm,
@@ -116,6 +116,7 @@ class FederatedAveraging(Callback):
         self._pending: dict[str, Any] | None = None
         self._guard: GuardedServerStep | None = None
         self._algorithms: list[FederatedAlgorithm] = []
+        self._world_size = 1
         self._sub: ClientLayout | None = None
         self._schedules: StepSchedules | None = None
         self._bn_guard: BatchNormGuard | None = None
@@ -132,7 +133,7 @@ class FederatedAveraging(Callback):
             check_trainer(trainer)
             install_safe_checkpoint_io(trainer.strategy)  # before Lightning loads ckpt_path
             self._algorithms = find_algorithms(trainer)
-            self._pin_stateful_clients(trainer)
+            self._world_size = trainer.world_size
             install_stepping_estimate(trainer, lambda: trainer.datamodule.max_client_steps)  # type: ignore[attr-defined]
             # Rounds are short by design; Lightning would warn every round that they are shorter than
             # log_every_n_steps.
@@ -171,7 +172,8 @@ class FederatedAveraging(Callback):
             self._apply_loaded_state(self._pending, state.device)
             self._pending = None
         self._guard = GuardedServerStep(state, self.server_optimizer)
-        context = FederatedContext(state, dm, self._seed, trainer.global_rank, trainer.world_size, local)
+        context = FederatedContext(state, dm, self._seed, trainer.global_rank, trainer.world_size, local,
+                                   add_sum_state=self._server_step.reducer.add_state)
         self._clients.bind(state, self._exchange, self._algorithms, dm.client_sizes, self._seed, self._agg)
         self._server_step.bind(state, self._agg, self._algorithms, dm, self.aggregation, self._guard, self._sub,
                                self._schedules, self._exchange)
@@ -188,11 +190,11 @@ class FederatedAveraging(Callback):
             raise FederatedConfigError(f"only one algorithm may give clients submodels, got {len(found)}")
         return found[0] if found else None
 
-    def _pin_stateful_clients(self, trainer: "pl.Trainer") -> None:
-        """A stateful codec or algorithm keeps each client's state on the rank that ran the client: pin clients."""
+    def plan_request(self) -> PlanRequest:
+        """What the plans must honour (a ``RoundDriver``): pinned clients when per-client state lives on ranks."""
         stateful = self.downlink.codec.stateful or self.uplink.codec.stateful
-        if trainer.world_size > 1 and (stateful or any(a.keeps_client_state for a in self._algorithms)):
-            trainer.datamodule.pin_clients_to_ranks = True  # type: ignore[attr-defined]
+        pin = self._world_size > 1 and (stateful or any(a.keeps_client_state for a in self._algorithms))
+        return PlanRequest(pin_clients=pin)
 
     @override
     def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:

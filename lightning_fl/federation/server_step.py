@@ -55,6 +55,8 @@ class ServerStep:
     def __init__(self, cursor: RoundCursor, clients: ClientSteps, totals: RunTotals) -> None:
         self.cursor, self.clients, self.totals = cursor, clients, totals
         self._round_start_time = 0.0
+        #: The round's one all-reduce; algorithms declare their sums in it (``FederatedContext.sum_state``).
+        self.reducer = RoundReducer()
 
     def bind(self, state: FlatState, aggregator: Aggregator, algorithms: list[FederatedAlgorithm],
              dm: FederatedDataModule, aggregation: Literal["selected", "all"], guard: GuardedServerStep,
@@ -63,11 +65,12 @@ class ServerStep:
         self.state, self.aggregator, self.algorithms, self.dm = state, aggregator, algorithms, dm
         self.aggregation, self.guard, self.layout, self.schedules = aggregation, guard, layout, schedules
         self.exchange = exchange
-        self.reducer = RoundReducer(aggregator, state.int_numel)
+        self.reducer.bind(aggregator, state.int_numel, state.device)
 
     def start_round(self) -> None:
         """Empty the round's sums and start its clock."""
         self.aggregator.reset()
+        self.reducer.reset()
         self._round_start_time = time.perf_counter()
 
     @torch.no_grad()
@@ -84,7 +87,7 @@ class ServerStep:
         self.stats(trainer, sums, refused)
 
     def reduce(self, trainer: "pl.Trainer") -> _RoundSums:
-        """Combine all ranks' sums and counters; tell the algorithms (``on_round_synced``)."""
+        """Combine all ranks' sums and counters in one all-reduce; tell the algorithms (``on_round_synced``)."""
         tally = self.clients.tally
         extras, (down_bytes, up_bytes, rejected, senders) = self.reducer.reduce(
             (tally.downlink_bytes, tally.uplink_bytes, tally.rejected, tally.senders))

@@ -35,7 +35,7 @@ def max_round_batches(dm: FederatedDataModule) -> int:
         6
     """
     work = np.sort([num_client_batches(int(n), dm.batch_size, dm.local_epochs) for n in dm.client_sizes])[::-1]
-    if dm.client_sampling != "all" and dm.participation is None:
+    if dm.client_sampling != "all" and dm.effective_plan_request().participation is None:
         work = work[: dm.clients_per_round]
     return max(int(work.sum()), 1)
 

@@ -1,4 +1,5 @@
-"""Trainer settings that federated training needs, checked before any training starts."""
+"""Trainer settings that federated training needs: set where Lightning's default does not fit, refused where the
+user chose something that conflicts, before any training starts. No federated flag is required."""
 
 from __future__ import annotations
 
@@ -12,13 +13,19 @@ from lightning_fl.federation.fast_dev_run import adapt_fast_dev_run
 from lightning_fl.namespaces import both
 from lightning_fl.strategies import FEDERATED_STRATEGIES
 
+__all__ = ["check_trainer", "prepare_trainer"]
 
-def check_trainer(trainer: "pl.Trainer") -> None:
-    """Raise :class:`FederatedConfigError` for a Trainer that would silently train the wrong thing.
 
-    One epoch is one round, so the loader must be rebuilt every epoch, no sampler may reorder clients, no
-    gradient may be accumulated or averaged across clients, and nothing may cut or checkpoint a round in the
-    middle. ``Trainer(fast_dev_run=n)`` is first turned into one round of ``n`` batches per client
+def prepare_trainer(trainer: "pl.Trainer") -> None:
+    """Make a plain ``pl.Trainer`` fit for federated rounds, or raise :class:`FederatedConfigError` for one that
+    would silently train the wrong thing.
+
+    One epoch is one round, so the loader must be rebuilt every epoch: ``reload_dataloaders_every_n_epochs`` left at
+    its default 0 is set to 1 (a public Trainer attribute, read by the fit loop after the setup hooks), any other
+    value but 1 is refused. ``use_distributed_sampler`` needs no check: the data module's loaders are not
+    ``DataLoader`` objects, so Lightning injects no sampler into them. No gradient may be accumulated or averaged
+    across clients, and nothing may cut or checkpoint a round in the middle. ``Trainer(fast_dev_run=n)`` is first
+    turned into one round of ``n`` batches per client
     (:func:`~lightning_fl.federation.fast_dev_run.adapt_fast_dev_run`).
     """
     from lightning_fl.datamodules.federated import FederatedDataModule
@@ -30,17 +37,7 @@ def check_trainer(trainer: "pl.Trainer") -> None:
         raise FederatedConfigError(
             f"datamodule must be a lightning_fl FederatedDataModule (trainer.fit(model, datamodule=dm)), got {got}"
         )
-    reload_every = trainer.reload_dataloaders_every_n_epochs  # type: ignore[attr-defined]
-    if reload_every != 1:
-        raise FederatedConfigError(
-            "Trainer(reload_dataloaders_every_n_epochs=1) is required (every epoch is a new round with new "
-            f"clients), got {reload_every}"
-        )
-    if trainer._accelerator_connector.use_distributed_sampler:
-        raise FederatedConfigError(
-            "Trainer(use_distributed_sampler=False) is required (the FederatedDataModule spreads clients over "
-            "ranks itself; a DistributedSampler would reorder and mix clients), got use_distributed_sampler=True"
-        )
+    _set_reload_every_round(trainer)
     if trainer.accumulate_grad_batches != 1:
         raise FederatedConfigError(
             "accumulate_grad_batches must be 1 (accumulation would mix two clients' gradients across a client "
@@ -64,6 +61,21 @@ def check_trainer(trainer: "pl.Trainer") -> None:
         )
     _check_strategy(trainer)
     _check_checkpointing(trainer)
+
+
+#: The former name, for old code.
+check_trainer = prepare_trainer
+
+
+def _set_reload_every_round(trainer: "pl.Trainer") -> None:
+    reload_every = trainer.reload_dataloaders_every_n_epochs  # type: ignore[attr-defined]
+    if reload_every == 0:
+        trainer.reload_dataloaders_every_n_epochs = 1  # type: ignore[attr-defined]
+    elif reload_every != 1:
+        raise FederatedConfigError(
+            "reload_dataloaders_every_n_epochs must be 1 (every epoch is a new round with new clients; "
+            f"lightning-fl sets it when left at 0), got {reload_every}"
+        )
 
 
 def _check_strategy(trainer: "pl.Trainer") -> None:

@@ -1,38 +1,64 @@
 """How the server combines a round's client updates.
 
 An aggregator is configured in ``__init__`` (so it can be named in a config: ``aggregator=TrimmedMeanAggregator()``)
-and allocated by :meth:`Aggregator.bind` once the model is known. The weighted federated mean is built like a
-``torchmetrics.MeanMetric``: a weighted sum and a weight sum, reduced across processes in one all-reduce, divided
-at the end. Robust aggregators (:mod:`lightning_fl.server.robust`) keep every update instead.
+and allocated by :meth:`Aggregator.bind` once the model is known. Like a ``torchmetrics.Metric``, it declares its
+sum-states with :meth:`Aggregator.add_state` (``dist_reduce_fx="sum"``); the runtime sums every declared state of a
+round, together with its own counters, in one all-reduce (:func:`~lightning_fl.server.reduce.all_reduce_sums`).
+The weighted federated mean is a weighted sum and a weight sum, divided at the end. Robust aggregators
+(:mod:`lightning_fl.server.robust`) keep every update instead and gather them in :meth:`Aggregator.gather`.
+
+A custom aggregator overrides public methods only: :meth:`~Aggregator.declare` (its states),
+:meth:`~Aggregator.accumulate` (one update), :meth:`~Aggregator.compute` (the estimate), and optionally
+:meth:`~Aggregator.clear` (per-round state that is not a sum) and :meth:`~Aggregator.gather` (after the sums).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import ClassVar
 
 import torch
-import torch.distributed as dist
 
 from lightning_fl.exceptions import FederatedConfigError, FederatedRuntimeError
+from lightning_fl.server.reduce import SumBuffer, all_reduce_sums, is_distributed
+
+__all__ = ["Aggregator", "WeightedMeanAggregator", "is_distributed"]
 
 
 class Aggregator(ABC):
     """Accumulates a round's client updates and turns them into one update for the server optimizer.
 
     Every aggregator counts the updates and sums their weights and an unweighted float64 side vector (integer
-    buffer increments, counters) in ``extra``; subclasses decide what they keep of the updates themselves
-    (:meth:`_bind`, :meth:`_reset`, :meth:`_add`, :meth:`_sync`) and how they estimate the update (:meth:`compute`).
+    buffer increments, counters) in its ``extra`` state; subclasses declare what they keep of the updates
+    (:meth:`declare`), add one update (:meth:`accumulate`) and estimate the round's update (:meth:`compute`).
+
+    Example:
+        >>> class Sum(Aggregator):
+        ...     def declare(self, numel):
+        ...         self.add_state("total", numel)
+        ...     def accumulate(self, delta, weight, coverage):
+        ...         self.total.add_(delta)
+        ...     def compute(self, denominator=None):
+        ...         return self.total.clone()
+        >>> agg = Sum(); agg.bind(2, torch.device("cpu"))
+        >>> agg.update(torch.tensor([1.0, 2.0]), weight=5.0); agg.update(torch.tensor([3.0, 4.0]), weight=1.0)
+        >>> agg.compute().tolist(), agg.count, agg.weight_sum, [s.numel() for s in agg.sum_states()]
+        ([4.0, 6.0], 2, 6.0, [2, 2])
     """
 
     #: Whether :meth:`update` accepts a ``coverage`` (clients that hold only part of the model: Federated Dropout).
-    supports_coverage: bool = False
+    supports_coverage: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.extra = torch.zeros(2, dtype=torch.float64)  # [..extras, weight sum, count]
         self.numel = 0
         self.per_coordinate = False
         self.dtype = torch.float32
+        self._device: torch.device | None = None
+        self._state_names: list[str] = []
+        self._sum_buffer: SumBuffer | None = None
 
+    # ------------------------------------------------------------------ provided
     def bind(
         self,
         numel: int,
@@ -41,9 +67,10 @@ class Aggregator(ABC):
         per_coordinate: bool = False,
         dtype: torch.dtype = torch.float32,
     ) -> None:
-        """Allocate the state for flat updates of ``numel`` elements on ``device`` (called at fit start).
-        ``per_coordinate``: updates come with a coverage (which coordinates each client held). ``dtype``: that of
-        the updates (the global state's: float64 for a ``64-true`` module)."""
+        """Allocate the state for flat updates of ``numel`` elements on ``device`` (called at fit start): the
+        float64 ``extra`` vector (``extra_numel`` side values, the weight sum, the count), then whatever
+        :meth:`declare` adds. ``per_coordinate``: updates come with a coverage (which coordinates each client
+        held). ``dtype``: that of the updates (the global state's: float64 for a ``64-true`` module)."""
         if per_coordinate and not self.supports_coverage:
             raise FederatedConfigError(
                 f"{type(self).__name__} cannot combine updates of clients that hold different parts of the model "
@@ -52,13 +79,49 @@ class Aggregator(ABC):
         self.numel = int(numel)
         self.per_coordinate = per_coordinate
         self.dtype = dtype
+        for name in self._state_names:
+            delattr(self, name)
+        self._state_names = []
+        self._sum_buffer = None
+        self._device = device
         self.extra = torch.zeros(extra_numel + 2, dtype=torch.float64, device=device)
-        self._bind(self.numel, device)
+        try:
+            self.declare(self.numel)
+        finally:
+            self._device = None
+
+    def add_state(self, name: str, numel: int, dtype: torch.dtype | None = None) -> None:
+        """Declare a sum-state (``dist_reduce_fx="sum"`` in torchmetrics' terms), from :meth:`declare`: a zeroed
+        flat tensor of ``numel`` elements of ``dtype`` (default: the updates' dtype) on the bound device, set as
+        attribute ``name``, zeroed by :meth:`reset` and summed over all processes once per round.
+
+        Raises:
+            FederatedRuntimeError: If called outside :meth:`declare`.
+            FederatedConfigError: If ``name`` is not a free identifier or ``numel`` is negative.
+        """
+        if self._device is None:
+            raise FederatedRuntimeError(
+                f"{type(self).__name__}.add_state({name!r}) must be called from declare(), during bind()"
+            )
+        if not name.isidentifier() or name.startswith("_") or name in self._state_names or hasattr(type(self), name):
+            raise FederatedConfigError(
+                f"add_state name must be a new public identifier that is not a class attribute of "
+                f"{type(self).__name__}, got {name!r}"
+            )
+        if isinstance(numel, bool) or not isinstance(numel, int) or numel < 0:
+            raise FederatedConfigError(f"add_state numel must be an int >= 0, got {numel!r}")
+        setattr(self, name, torch.zeros(numel, dtype=dtype or self.dtype, device=self._device))
+        self._state_names.append(name)
+
+    def sum_states(self) -> list[torch.Tensor]:
+        """Every state summed over processes: ``extra`` first, then the declared states in declaration order."""
+        return [self.extra, *(getattr(self, name) for name in self._state_names)]
 
     def reset(self) -> None:
-        """Zero the state for a new round."""
-        self.extra.zero_()
-        self._reset()
+        """Zero every sum-state and :meth:`clear` the rest, for a new round."""
+        for state in self.sum_states():
+            state.zero_()
+        self.clear()
 
     @torch.no_grad()
     def update(
@@ -76,9 +139,7 @@ class Aggregator(ABC):
                 f"{type(self).__name__} was bound with per_coordinate={self.per_coordinate}, but an update came "
                 f"{'without' if coverage is None else 'with'} a coverage"
             )
-        self._add(delta, weight)
-        if coverage is not None:
-            self._add_coverage(coverage, weight)
+        self.accumulate(delta, weight, coverage)
         self.extra[-2] += weight
         self.extra[-1] += 1
         if extra is not None:
@@ -100,10 +161,21 @@ class Aggregator(ABC):
         return self.extra[:-2]
 
     def sync(self) -> None:
-        """Combine the state of all processes of the default group (a no-op in one process)."""
+        """Sum the states of all processes of the default group in one all-reduce, then :meth:`gather` (a no-op
+        in one process). The federated runtime does this itself, with its own sums in the same all-reduce."""
         if is_distributed():
-            self._sync()
-            dist.all_reduce(self.extra)
+            self._sum_buffer = all_reduce_sums(self.sum_states(), self._sum_buffer)
+            self.gather()
+
+    # ------------------------------------------------------------------ overridden by aggregators
+    @abstractmethod
+    def declare(self, numel: int) -> None:
+        """Declare the sum-states with :meth:`add_state` for updates of ``numel`` elements (``self.per_coordinate``
+        and ``self.dtype`` are set), and allocate any other state."""
+
+    @abstractmethod
+    def accumulate(self, delta: torch.Tensor, weight: float, coverage: torch.Tensor | None) -> None:
+        """Add one update with its weight; ``coverage`` is given exactly when bound ``per_coordinate``."""
 
     @abstractmethod
     def compute(self, denominator: float | None = None) -> torch.Tensor:
@@ -114,29 +186,18 @@ class Aggregator(ABC):
             A new flat tensor; zeros when nothing was added.
         """
 
-    @abstractmethod
-    def _bind(self, numel: int, device: torch.device) -> None:
-        """Allocate what the aggregator keeps of the updates."""
+    def clear(self) -> None:
+        """Forget per-round state that is not a sum-state (default: there is none); called by :meth:`reset`."""
+        return
 
-    @abstractmethod
-    def _reset(self) -> None:
-        """Forget the previous round's updates."""
-
-    @abstractmethod
-    def _add(self, delta: torch.Tensor, weight: float) -> None:
-        """Keep one update."""
-
-    def _add_coverage(self, coverage: torch.Tensor, weight: float) -> None:
-        """Keep which coordinates a client held. Aggregators with ``supports_coverage`` override this; the others
-        refuse ``per_coordinate`` in :meth:`bind`, so an update never brings them a coverage."""
-        raise FederatedRuntimeError(f"{type(self).__name__} does not keep per-coordinate weights")
-
-    @abstractmethod
-    def _sync(self) -> None:
-        """Combine the kept updates of all processes (only called when several processes run)."""
+    def gather(self) -> None:
+        """Combine per-round state that is not a sum (kept rows), after the sum-states were reduced; called on
+        every process, also in a single one (default: nothing to do)."""
+        return
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_") and k not in _STATE)
+        hidden = {*_STATE, *self._state_names}
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_") and k not in hidden)
         return f"{type(self).__name__}({args})"
 
 
@@ -150,8 +211,8 @@ class WeightedMeanAggregator(Aggregator):
     held the coordinate, and divides each coordinate by that sum; coordinates no client held get a zero update.
 
     State is preallocated once and updated in place; :meth:`reset` starts a round, :meth:`update` adds a
-    client, :meth:`sync` sums the state over all processes (one all-reduce of the model-size vector and one of
-    the small float64 extras), :meth:`compute` divides.
+    client, :meth:`sync` sums the state over all processes (one all-reduce of every sum-state), :meth:`compute`
+    divides.
 
     Args:
         numel: Length of a flat update; ``None`` defers allocation to :meth:`bind` (as
@@ -181,26 +242,19 @@ class WeightedMeanAggregator(Aggregator):
         if numel is not None:
             self.bind(numel, device if device is not None else torch.device("cpu"), extra_numel)
 
-    def _bind(self, numel: int, device: torch.device) -> None:
-        self.weighted_sum = torch.zeros(numel, dtype=self.dtype, device=device)
-        self.coordinate_weight = torch.zeros_like(self.weighted_sum) if self.per_coordinate else None
+    def declare(self, numel: int) -> None:
+        """The weighted sum, and the per-coordinate weight sum when bound ``per_coordinate``."""
+        self.add_state("weighted_sum", numel)
+        self.coordinate_weight = None
+        if self.per_coordinate:
+            self.add_state("coordinate_weight", numel)
 
-    def _reset(self) -> None:
-        self.weighted_sum.zero_()
-        if self.coordinate_weight is not None:
-            self.coordinate_weight.zero_()
-
-    def _add(self, delta: torch.Tensor, weight: float) -> None:
+    def accumulate(self, delta: torch.Tensor, weight: float, coverage: torch.Tensor | None) -> None:
+        """``weighted_sum += weight * delta`` (and ``coordinate_weight += weight * coverage``)."""
         self.weighted_sum.add_(delta, alpha=weight)
-
-    def _add_coverage(self, coverage: torch.Tensor, weight: float) -> None:
-        assert self.coordinate_weight is not None
-        self.coordinate_weight.add_(coverage, alpha=weight)
-
-    def _sync(self) -> None:
-        dist.all_reduce(self.weighted_sum)
-        if self.coordinate_weight is not None:
-            dist.all_reduce(self.coordinate_weight)
+        if coverage is not None:
+            assert self.coordinate_weight is not None
+            self.coordinate_weight.add_(coverage, alpha=weight)
 
     def compute(self, denominator: float | None = None) -> torch.Tensor:
         """The weighted mean; per coordinate when bound ``per_coordinate``. ``denominator`` (aggregation over all
@@ -214,8 +268,3 @@ class WeightedMeanAggregator(Aggregator):
         if denominator is not None:
             mean.mul_(self.weight_sum / denominator)
         return mean
-
-
-def is_distributed() -> bool:
-    """Whether several processes of a default process group run."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1

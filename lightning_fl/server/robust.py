@@ -2,9 +2,9 @@
 
 The median and the trimmed mean need every update of the round, so they keep a copy of each one (on the device,
 ``clients_per_round * numel * 4`` bytes per round) and, with several processes, gather them from all ranks
-(an all-gather padded to the rank with the most clients). Both ignore the clients' sample counts: a coordinate-wise
-order statistic has no natural weighting, and weights are what an attacker would inflate. Norm clipping streams
-like the weighted mean and costs no extra memory.
+(after the round's one all-reduce of sums, an all-gather padded to the rank with the most clients). Both ignore
+the clients' sample counts: a coordinate-wise order statistic has no natural weighting, and weights are what an
+attacker would inflate. Norm clipping streams like the weighted mean and costs no extra memory.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import torch.distributed as dist
 
 from lightning_fl.checks import check_float, check_positive
 from lightning_fl.server.aggregator import Aggregator, WeightedMeanAggregator
+from lightning_fl.server.reduce import is_distributed
 
 
 def coordinate_median(updates: torch.Tensor) -> torch.Tensor:
@@ -48,7 +49,7 @@ def trimmed_mean(updates: torch.Tensor, beta: float) -> torch.Tensor:
 
 
 class _GatheringAggregator(Aggregator):
-    """Keeps every update of the round in a reusable buffer; :meth:`sync` gathers all ranks' updates."""
+    """Keeps every update of the round in a reusable buffer; :meth:`gather` gathers all ranks' updates."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -56,16 +57,19 @@ class _GatheringAggregator(Aggregator):
         self._rows = 0
         self._gathered: torch.Tensor | None = None
 
-    def _bind(self, numel: int, device: torch.device) -> None:
-        self._buffer = torch.zeros(0, numel, dtype=self.dtype, device=device)
+    def declare(self, numel: int) -> None:
+        """No sum-state of its own (the count and weight sum are the base's): a row buffer, grown on demand."""
+        self._buffer = torch.zeros(0, numel, dtype=self.dtype, device=self.extra.device)
         self._rows = 0
         self._gathered = None
 
-    def _reset(self) -> None:
+    def clear(self) -> None:
+        """Forget the previous round's rows (the buffer is kept)."""
         self._rows = 0
         self._gathered = None
 
-    def _add(self, delta: torch.Tensor, weight: float) -> None:
+    def accumulate(self, delta: torch.Tensor, weight: float, coverage: torch.Tensor | None) -> None:
+        """Keep ``delta`` as a row (the weight is ignored: order statistics are unweighted)."""
         if self._rows == self._buffer.shape[0]:
             grown = torch.zeros(max(4, 2 * self._rows), self.numel, dtype=self.dtype, device=self._buffer.device)
             grown[: self._rows] = self._buffer[: self._rows]
@@ -73,7 +77,10 @@ class _GatheringAggregator(Aggregator):
         self._buffer[self._rows].copy_(delta)
         self._rows += 1
 
-    def _sync(self) -> None:
+    def gather(self) -> None:
+        """All-gather every process's rows (padded to the process with the most), when several processes run."""
+        if not is_distributed():
+            return
         world = dist.get_world_size()
         device = self._buffer.device
         counts = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(world)]
@@ -167,7 +174,11 @@ class NormClippingAggregator(WeightedMeanAggregator):
         super().__init__()
         self.max_norm = check_positive("max_norm", max_norm)
 
-    def _add(self, delta: torch.Tensor, weight: float) -> None:
+    def accumulate(self, delta: torch.Tensor, weight: float, coverage: torch.Tensor | None) -> None:
+        """Add ``delta`` clipped to ``max_norm``; its coverage keeps the client's full weight."""
         norm = float(torch.linalg.vector_norm(delta))
         factor = min(1.0, self.max_norm / norm) if norm > 0 else 1.0
-        self.weighted_sum.add_(delta, alpha=weight * factor)
+        super().accumulate(delta, weight * factor, None)
+        if coverage is not None:
+            assert self.coordinate_weight is not None
+            self.coordinate_weight.add_(coverage, alpha=weight)

@@ -23,8 +23,7 @@ def fit(tiny_data, **trainer_overrides):
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [
-        ({"reload_dataloaders_every_n_epochs": 0}, r"reload_dataloaders_every_n_epochs=1\) is required.*got 0"),
-        ({"use_distributed_sampler": True}, r"use_distributed_sampler=False\) is required"),
+        ({"reload_dataloaders_every_n_epochs": 2}, r"reload_dataloaders_every_n_epochs must be 1 .*got 2"),
         ({"accumulate_grad_batches": 2}, r"accumulate_grad_batches must be 1.*got 2"),
         ({"limit_train_batches": 0.5}, r"limit_train_batches must be 1.0.*got 0.5"),
         ({"val_check_interval": 0.5}, r"val_check_interval must be 1.0.*got 0.5"),
@@ -37,6 +36,11 @@ def fit(tiny_data, **trainer_overrides):
 def test_bad_trainer_settings_are_refused(tiny_data, overrides, match):
     with pytest.raises(FederatedConfigError, match=match):
         fit(tiny_data, **overrides)
+
+
+@pytest.mark.parametrize("overrides", [{"reload_dataloaders_every_n_epochs": 0}, {"use_distributed_sampler": True}])
+def test_the_formerly_required_flags_are_not_needed(tiny_data, overrides):
+    fit(tiny_data, **overrides)  # issue 12: reload is set by the runtime, and no sampler enters a RoundLoader
 
 
 def test_plain_datamodule_is_refused(tiny_data):
