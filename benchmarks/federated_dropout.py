@@ -40,10 +40,10 @@ from lightning_fl import (
     FederatedDropout,
     federated_trainer_defaults,
 )
+from lightning_fl.algorithms.federated_dropout.submodel import module_tensors
 from lightning_fl.codecs import Chain, Codec, Kashin, StochasticQuantizer, Subsample, TensorPolicy
 from lightning_fl.datamodules import DirichletPartitioner, load_digits_dataset
 from lightning_fl.nn import MLP, ShrunkModule, SmallCNN, SubmodelPlan, find_dropout_groups
-from lightning_fl.nn.submodel import module_tensors
 
 MODELS: dict[str, Callable[[], nn.Module]] = {
     "cnn": lambda: SmallCNN(1, 10, 8, (32, 128)),  # 42,762 parameters (as in caldas_grid.py)

@@ -15,11 +15,11 @@ import pytorch_lightning as pl
 import torch
 
 from lightning_fl import ClassifierModule, FederatedAveraging, FederatedDataModule, federated_trainer_defaults
-from lightning_fl.callbacks.fedmrn import MaskedRandomNoise
+from lightning_fl.algorithms.fedmrn.callback import MaskedRandomNoise
 from lightning_fl.codecs import Identity, MaskedNoiseCodec
+from lightning_fl.codecs.noise_masks import sample_noise
 from lightning_fl.datamodules import DirichletPartitioner, TorchvisionDataset
 from lightning_fl.nn import MLP
-from lightning_fl.nn.masked_noise import sample_noise
 
 warnings.filterwarnings("ignore")
 

@@ -1,26 +1,23 @@
 """lightning-fl: communication- and resource-efficient federated learning inside PyTorch Lightning."""
 
-from lightning_fl.callbacks import (
+from lightning_fl.algorithms import (
     DifferentialPrivacy,
     FedBN,
-    FedBuff,
-    FederatedAlgorithm,
-    FederatedAveraging,
     FederatedDropout,
     FedProx,
     MaliciousClients,
     MaskedRandomNoise,
     PersonalizedEvaluation,
     PersonalLayers,
-    RoundProgressBar,
     Scaffold,
-    SystemsSimulation,
 )
 from lightning_fl.datamodules import FederatedDataModule
 from lightning_fl.exceptions import CheckpointError, FederatedConfigError, FederatedRuntimeError, PayloadError
+from lightning_fl.federation import FederatedAlgorithm, FederatedAveraging, RoundProgressBar
 from lightning_fl.gkt import FedGKTModule
 from lightning_fl.modules import ClassifierModule
 from lightning_fl.strategies import FederatedDDPStrategy
+from lightning_fl.systems import FedBuff, SystemsSimulation
 from lightning_fl.trainer import federated_trainer_defaults
 
 __version__ = "0.1.0"

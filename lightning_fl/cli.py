@@ -22,12 +22,12 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.cli import LightningCLI
 
-from lightning_fl.callbacks.fedavg import FederatedAveraging
 from lightning_fl.checkpoint import SafeCheckpointIO
 from lightning_fl.cli_errors import ERROR_EXIT_CODE, package_error
 from lightning_fl.datamodules.federated import FederatedDataModule
 from lightning_fl.datamodules.report import partition_report, plot_partition
 from lightning_fl.exceptions import CheckpointError, FederatedConfigError
+from lightning_fl.federation.host import FederatedAveraging
 from lightning_fl.strategies import FederatedDDPStrategy
 from lightning_fl.trainer import federated_trainer_defaults
 

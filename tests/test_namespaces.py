@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from conftest import quiet_trainer_kwargs
 
 from lightning_fl import FederatedAveraging, FederatedConfigError, FederatedDataModule, RoundProgressBar
-from lightning_fl.callbacks.trainer_checks import _check_strategy
 from lightning_fl.datamodules import DirichletPartitioner
+from lightning_fl.federation.trainer_checks import _check_strategy
 from lightning_fl.strategies.unified import FederatedDDPStrategy as UnifiedFederatedDDPStrategy
 
 

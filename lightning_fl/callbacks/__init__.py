@@ -1,20 +1,27 @@
-"""Callbacks: the server's side of federated training, plugged into Lightning's Trainer."""
+"""Compatibility: the callbacks' old import path. They live in :mod:`lightning_fl.federation` (the runtime),
+:mod:`lightning_fl.algorithms` and :mod:`lightning_fl.systems`."""
 
-from lightning_fl.callbacks.algorithm import ClientContext, FederatedAlgorithm, FederatedContext, RoundContext
-from lightning_fl.callbacks.fedavg import FederatedAveraging
-from lightning_fl.callbacks.fedbuff import FedBuff
-from lightning_fl.callbacks.federated_dropout import FederatedDropout
-from lightning_fl.callbacks.fedmrn import MaskedRandomNoise
-from lightning_fl.callbacks.fedprox import FedProx
-from lightning_fl.callbacks.malicious import MaliciousClients
-from lightning_fl.callbacks.personal import FedBN, PersonalLayers
-from lightning_fl.callbacks.personal_eval import PersonalizedEvaluation
-from lightning_fl.callbacks.privacy import DifferentialPrivacy
-from lightning_fl.callbacks.progress import RoundProgressBar
-from lightning_fl.callbacks.round_log import RoundStats
-from lightning_fl.callbacks.scaffold import Scaffold
-from lightning_fl.callbacks.simulated_devices import SimulatedDevices
-from lightning_fl.callbacks.systems import SystemsSimulation
+from lightning_fl.algorithms import (
+    DifferentialPrivacy,
+    FedBN,
+    FederatedDropout,
+    FedProx,
+    MaliciousClients,
+    MaskedRandomNoise,
+    PersonalizedEvaluation,
+    PersonalLayers,
+    Scaffold,
+)
+from lightning_fl.federation import (
+    ClientContext,
+    FederatedAlgorithm,
+    FederatedAveraging,
+    FederatedContext,
+    RoundContext,
+    RoundProgressBar,
+    RoundStats,
+)
+from lightning_fl.systems import FedBuff, SimulatedDevices, SystemsSimulation
 
 __all__ = [
     "ClientContext",

@@ -7,8 +7,7 @@ import struct
 import torch
 
 from lightning_fl.codecs.base import Codec, Payload, pack_tensor_meta, unpack_tensor_meta
-from lightning_fl.exceptions import FederatedRuntimeError, PayloadError
-from lightning_fl.nn.masked_noise import (
+from lightning_fl.codecs.noise_masks import (
     MaskKind,
     NoiseKind,
     check_masked_noise,
@@ -16,6 +15,7 @@ from lightning_fl.nn.masked_noise import (
     reconstruct_update,
     sample_noise,
 )
+from lightning_fl.exceptions import FederatedRuntimeError, PayloadError
 
 
 class MaskedNoiseCodec(Codec):

@@ -44,7 +44,7 @@ def check_gkt_trainer(trainer: "pl.Trainer") -> None:
     Raises:
         FederatedConfigError: If ``trainer.world_size > 1`` or a FederatedAveraging callback is configured.
     """
-    from lightning_fl.callbacks.fedavg import FederatedAveraging
+    from lightning_fl.federation.host import FederatedAveraging
 
     if trainer.world_size > 1:
         raise FederatedConfigError(

@@ -22,12 +22,12 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 from typing_extensions import override
 
-from lightning_fl.callbacks.trainer_checks import check_trainer
 from lightning_fl.checkpoint import install_safe_checkpoint_io
 from lightning_fl.codecs.base import Codec
 from lightning_fl.datamodules.federated import FederatedDataModule
 from lightning_fl.datamodules.plan import RoundPlan
 from lightning_fl.exceptions import FederatedConfigError, FederatedRuntimeError
+from lightning_fl.federation.trainer_checks import check_trainer
 from lightning_fl.gkt.config import check_gkt_args, check_gkt_trainer, make_optimizer
 from lightning_fl.gkt.cost import edge_cost
 from lightning_fl.gkt.evaluation import GKTEvaluator, accuracy_counts, client_models
@@ -56,7 +56,7 @@ class FedGKTModule(pl.LightningModule):
     cross-entropy alone. The server trains only on the features received in the current round.
 
     Logged per round (``step = round_idx``): ``fl/uplink_bytes``, ``fl/downlink_bytes`` and their totals (the
-    ``fl/`` scalars of :class:`~lightning_fl.callbacks.round_log.RoundStats`), ``gkt/client_loss``,
+    ``fl/`` scalars of :class:`~lightning_fl.federation.round_log.RoundStats`), ``gkt/client_loss``,
     ``gkt/client_kd``, ``gkt/server_loss``, ``gkt/server_kd``, ``gkt/client_seconds``, ``gkt/server_seconds``,
     ``gkt/client_local_acc`` (clients on their own local validation split, when the data module holds one); after
     validation ``val/acc`` and ``val/loss`` (combined model: each evaluated client's stem + the server body,

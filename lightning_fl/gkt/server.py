@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from lightning_fl.callbacks.round_log import RoundStats
+from lightning_fl.federation.round_log import RoundStats
 from lightning_fl.gkt.losses import gkt_loss
 from lightning_fl.gkt.store import SampleLogitTable
 from lightning_fl.gkt.transfer import ClientUpload, downlink_logits

@@ -1,7 +1,7 @@
 """Simulated devices: client profiles, the simulated clock, deadlines, energy, and FedBuff's asynchronous queue.
 
-Pure logic, usable without Lightning; the callbacks :class:`~lightning_fl.callbacks.SystemsSimulation` and
-:class:`~lightning_fl.callbacks.FedBuff` run it inside a federated fit.
+Pure logic in ``asynchronous``, ``clock``, ``flops``, ``profiles`` and ``rounds`` (usable without Lightning); the
+callbacks :class:`SimulatedDevices`, :class:`SystemsSimulation` and :class:`FedBuff` run it inside a federated fit.
 """
 
 from lightning_fl.systems.asynchronous import BufferedAsyncSchedule, ClientRun, staleness_weight
@@ -15,9 +15,12 @@ from lightning_fl.systems.clock import (
     step_samples,
     steps_within,
 )
+from lightning_fl.systems.devices import SimulatedDevices
+from lightning_fl.systems.fedbuff import FedBuff
 from lightning_fl.systems.flops import training_flops_per_sample
 from lightning_fl.systems.profiles import PRESETS, ClientProfile, ClientProfiles, Distribution, resolve_profiles
 from lightning_fl.systems.rounds import RoundRules, RoundSchedule, RoundWorkload, plan_round
+from lightning_fl.systems.simulation import SystemsSimulation
 
 __all__ = [
     "PRESETS",
@@ -28,9 +31,12 @@ __all__ = [
     "ClientTimes",
     "DeadlineOutcome",
     "Distribution",
+    "FedBuff",
     "RoundRules",
     "RoundSchedule",
     "RoundWorkload",
+    "SimulatedDevices",
+    "SystemsSimulation",
     "apply_deadline",
     "client_times",
     "energy_joules",

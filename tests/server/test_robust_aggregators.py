@@ -8,6 +8,7 @@ import torch
 from scipy import stats
 
 from lightning_fl.exceptions import FederatedConfigError
+from lightning_fl.federation.client_store import merge_by_owner
 from lightning_fl.server import (
     ClientStore,
     CoordinateMedianAggregator,
@@ -15,7 +16,6 @@ from lightning_fl.server import (
     TrimmedMeanAggregator,
     WeightedMeanAggregator,
 )
-from lightning_fl.server.client_store import merge_by_owner
 
 
 def feed(agg, rows, weights=None):

@@ -1,0 +1,397 @@
+"""The server callback: federated averaging inside Lightning's training loop."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from typing_extensions import override
+
+from lightning_fl.checkpoint import checkpoint_name, install_safe_checkpoint_io, stamp_checkpoint, verify_checkpoint
+from lightning_fl.checks import check_int
+from lightning_fl.codecs.base import Codec
+from lightning_fl.codecs.policy import TensorPolicy
+from lightning_fl.datamodules.federated import FederatedDataModule
+from lightning_fl.datamodules.plan import RoundPlan
+from lightning_fl.exceptions import FederatedConfigError, FederatedRuntimeError
+from lightning_fl.federation.algorithm import (
+    FederatedAlgorithm,
+    FederatedContext,
+    find_algorithms,
+)
+from lightning_fl.federation.batchnorm_guard import BatchNormGuard
+from lightning_fl.federation.client_step import ClientSteps
+from lightning_fl.federation.codec_state import gather_codec_state
+from lightning_fl.federation.cursor import RoundCursor, log_round_step
+from lightning_fl.federation.exchange import ClientExchange
+from lightning_fl.federation.flat import FlatState
+from lightning_fl.federation.guards import GuardedServerStep
+from lightning_fl.federation.layout import ClientLayout
+from lightning_fl.federation.lazy import materialize_lazy_modules
+from lightning_fl.federation.link import Link
+from lightning_fl.federation.schedulers import StepSchedules, install_stepping_estimate, remove_stepping_estimate
+from lightning_fl.federation.server_step import RunTotals, ServerStep
+from lightning_fl.federation.step_axis import RoundStepAxis
+from lightning_fl.federation.stopped_round import AbandonedRound, CheckpointMute
+from lightning_fl.federation.trainer_checks import check_trainer
+from lightning_fl.federation.wire import WireSelection
+from lightning_fl.namespaces import Callback
+from lightning_fl.server.aggregator import Aggregator, WeightedMeanAggregator
+from lightning_fl.server.optimizers import ServerOptimizer, ServerSGD
+
+Aggregation = Literal["selected", "all"]
+
+
+class FederatedAveraging(Callback):
+    """Federated averaging (McMahan et al. 2017) of an unmodified LightningModule.
+
+    One Trainer epoch is one round. At a client's first batch the callback loads the global weights (as the
+    downlink codec delivers them) into the module, clears the optimizer state and seeds the client's
+    randomness from ``(seed, round_idx, client_id)``. At the client's last batch it computes the update
+    ``w_client - w_received``, sends it through the uplink codec and adds the decoded update, weighted by the
+    client's sample count, to the round's sum. At the round's last batch the sums of all ranks are combined in
+    one all-reduce and the server optimizer turns the mean update into the next global model, which is loaded
+    into the module before validation runs. A round stopped before its last batch (``trainer.should_stop``,
+    ``max_time``, an exception) is abandoned: the module gets the round's starting global model back and no checkpoint
+    is written for the rest of the fit (:mod:`~lightning_fl.federation.stopped_round`).
+
+    Algorithm callbacks (:class:`~lightning_fl.federation.algorithm.FederatedAlgorithm`: SCAFFOLD, personal layers,
+    differential privacy, attacks) in the same Trainer are called at each of these points.
+
+    Args:
+        aggregation: ``"selected"`` averages the clients that trained; ``"all"`` averages over every client,
+            counting a client that was not sampled as a zero update (the selected mean scaled by
+            ``sum_selected n_k / sum_all n_k``).
+        server_optimizer: How the mean update is applied (default :class:`ServerSGD` with ``lr=1``: plain FedAvg).
+        downlink: Codec of the global model on its way to each client (default: raw float32). Clients train
+            from the decoded, lossy model, as in Caldas et al. (2018).
+        uplink: Codec of each client's update on its way to the server (default: raw float32). The server
+            aggregates the decoded updates.
+        policy: Which tensors the codecs apply to (default ``TensorPolicy(min_numel=1024)``: small tensors such
+            as biases and norms, and integer buffers, travel as raw bytes). Reported once at fit start.
+        seed: Seed of client randomness and codec seeds; ``None`` takes the data module's seed.
+        aggregator: How the round's updates are combined (default :class:`WeightedMeanAggregator`; robust choices
+            in :mod:`lightning_fl.server.robust`).
+
+    Example:
+        >>> FederatedAveraging(aggregation="all").aggregation
+        'all'
+    """
+
+    def __init__(
+        self,
+        aggregation: Aggregation = "selected",
+        server_optimizer: ServerOptimizer | None = None,
+        downlink: Codec | None = None,
+        uplink: Codec | None = None,
+        policy: TensorPolicy | None = None,
+        seed: int | None = None,
+        aggregator: Aggregator | None = None,
+    ) -> None:
+        if aggregation not in ("selected", "all"):
+            raise FederatedConfigError(f"aggregation must be 'selected' or 'all', got {aggregation!r}")
+        for name, value, cls in (("server_optimizer", server_optimizer, ServerOptimizer), ("downlink", downlink, Codec),
+                                 ("uplink", uplink, Codec), ("policy", policy, TensorPolicy),
+                                 ("aggregator", aggregator, Aggregator)):
+            if value is not None and not isinstance(value, cls):
+                raise FederatedConfigError(f"{name} must be a lightning_fl {cls.__name__}, got {type(value).__name__}")
+        self.aggregation: Aggregation = aggregation
+        self.aggregator = aggregator if aggregator is not None else WeightedMeanAggregator()
+        self.server_optimizer = server_optimizer if server_optimizer is not None else ServerSGD(lr=1.0)
+        self.policy = policy if policy is not None else TensorPolicy()
+        self.downlink = Link(downlink, "downlink", select=self.policy.select)
+        self.uplink = Link(uplink, "uplink", select=self.policy.select)
+        self.seed = None if seed is None else check_int("seed", seed, low=0)
+        #: Totals that survive checkpoints, and the rounds' logged metrics.
+        self.totals = RunTotals()
+        #: Where the fit is in the current round.
+        self.round_cursor = RoundCursor()
+        self._clients = ClientSteps(self.round_cursor)
+        self._server_step = ServerStep(self.round_cursor, self._clients, self.totals)
+        # runtime state, built at fit start
+        self._state: FlatState | None = None
+        self._pending: dict[str, Any] | None = None
+        self._guard: GuardedServerStep | None = None
+        self._algorithms: list[FederatedAlgorithm] = []
+        self._sub: ClientLayout | None = None
+        self._schedules: StepSchedules | None = None
+        self._bn_guard: BatchNormGuard | None = None
+        #: The per-batch logging axis (``step = round_idx * stride + batch``), bound to the data at fit start.
+        self.step_axis = RoundStepAxis()
+        #: The round of this fit that was stopped before its end and abandoned (see ``stopped_round``), if any.
+        self.abandoned_round: AbandonedRound | None = None
+        self._checkpoint_mute = CheckpointMute()
+
+    # ------------------------------------------------------------------ hooks
+    @override
+    def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+        if stage == "fit":
+            check_trainer(trainer)
+            install_safe_checkpoint_io(trainer.strategy)  # before Lightning loads ckpt_path
+            self._algorithms = find_algorithms(trainer)
+            self._pin_stateful_clients(trainer)
+            install_stepping_estimate(trainer, lambda: trainer.datamodule.max_client_steps)  # type: ignore[attr-defined]
+            # Rounds are short by design; Lightning would warn every round that they are shorter than
+            # log_every_n_steps.
+            warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+
+    @override
+    def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        dm = trainer.datamodule  # type: ignore[attr-defined]
+        assert isinstance(dm, FederatedDataModule)
+        self._dm = dm
+        self.abandoned_round = None
+        self._seed = dm.seed if self.seed is None else self.seed
+        materialize_lazy_modules(trainer, pl_module, dm)
+        self._schedules = StepSchedules(trainer, dm.max_client_steps)
+        cursor = self.round_cursor
+        self._bn_guard = BatchNormGuard(pl_module, dm.client_sizes, dm.batch_size, dm.drop_last,
+                                        lambda: f"round {trainer.current_epoch}, client {cursor.current_client}")
+        self.step_axis.bind(dm)
+        extra_global = set().union(*(a.global_tensor_names(pl_module) for a in self._algorithms))
+        state = FlatState(pl_module, pl_module.device, extra_names=extra_global)
+        self._state = state
+        self._names = [s.name for s in state.float_specs]
+        self._int_names = [s.name for s in state.int_specs]
+        self._sub = self._find_submodels(pl_module, state)
+        self._agg = self.aggregator
+        self._agg.bind(state.numel, state.device, extra_numel=state.int_numel + 4, per_coordinate=self._sub is not None,
+                       dtype=state.dtype)
+        local = frozenset(n for a in self._algorithms for n in a.local_tensor_names(pl_module, state))
+        wire = WireSelection(state, local)
+        own_codecs = [
+            next((c for a in self._algorithms if (c := a.uplink_codec_for(name)) is not None), None)
+            for name in wire.shared_of(self._names)
+        ]
+        self._exchange = ClientExchange(state, wire, self.downlink, self.uplink, own_codecs, self._sub, self._seed)
+        if self._pending is not None:
+            self._apply_loaded_state(self._pending, state.device)
+            self._pending = None
+        self._guard = GuardedServerStep(state, self.server_optimizer)
+        context = FederatedContext(state, dm, self._seed, trainer.global_rank, trainer.world_size, local)
+        self._clients.bind(state, self._exchange, self._algorithms, dm.client_sizes, self._seed, self._agg)
+        self._server_step.bind(state, self._agg, self._algorithms, dm, self.aggregation, self._guard, self._sub,
+                               self._schedules, self._exchange)
+        for algorithm in self._algorithms:
+            algorithm.on_federated_fit_start(context)
+        if self.downlink.codec.name != "Identity" or self.uplink.codec.name != "Identity":
+            # the codecs see the tensors as the clients hold them (smaller under Federated Dropout)
+            table = self.policy.describe(dict(zip(self._names, self._exchange.client_shaped, strict=True)))
+            rank_zero_info(f"downlink {self.downlink.codec!r}, uplink {self.uplink.codec!r}; per tensor:\n{table}")
+
+    def _find_submodels(self, pl_module: "pl.LightningModule", state: FlatState) -> ClientLayout | None:
+        found = [s for a in self._algorithms if (s := a.client_submodels(pl_module, state, self._seed)) is not None]
+        if len(found) > 1:
+            raise FederatedConfigError(f"only one algorithm may give clients submodels, got {len(found)}")
+        return found[0] if found else None
+
+    def _pin_stateful_clients(self, trainer: "pl.Trainer") -> None:
+        """A stateful codec or algorithm keeps each client's state on the rank that ran the client: pin clients."""
+        stateful = self.downlink.codec.stateful or self.uplink.codec.stateful
+        if trainer.world_size > 1 and (stateful or any(a.keeps_client_state for a in self._algorithms)):
+            trainer.datamodule.pin_clients_to_ranks = True  # type: ignore[attr-defined]
+
+    @override
+    def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        self.step_axis.start_round(trainer, trainer.current_epoch)  # also after a resume restored the loop state
+
+    @override
+    def on_train_epoch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        self.step_axis.start_round(trainer, trainer.current_epoch)
+        self.round_cursor.start_round(trainer)
+        self._server_step.start_round()
+        self._clients.start_round()
+        if self._schedules:
+            self._schedules.round_start()
+
+    @override
+    def on_train_batch_start(
+        self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", batch: Any, batch_idx: int
+    ) -> None:
+        plan = self.round_cursor.plan
+        if self._schedules and (plan.first[batch_idx] or plan.batch_client[batch_idx] < 0):
+            self._schedules.client_start()  # every client, and every padding batch, starts at the round's lr
+        if plan.first[batch_idx]:
+            self._clients.start(trainer, int(plan.batch_client[batch_idx]))
+
+    @override
+    def on_train_batch_end(
+        self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        plan = self.round_cursor.plan
+        if plan.last[batch_idx]:
+            self._clients.finish(int(plan.batch_client[batch_idx]))
+        if batch_idx == plan.num_batches - 1:
+            self._server_step.finish(trainer)
+
+    @override
+    def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        if self.round_cursor.in_round:  # the epoch ended before the round's last batch: trainer.should_stop
+            self._abandon_round(trainer, "trainer.should_stop")
+        self.step_axis.end_round(trainer, trainer.current_epoch)
+        log_round_step(trainer, pl_module)
+
+    @override
+    def on_validation_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        # Lightning validates before leaving an epoch that trainer.should_stop ends early
+        if self.round_cursor.in_round:
+            self._abandon_round(trainer, "trainer.should_stop")
+
+    @override
+    def on_exception(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", exception: BaseException) -> None:
+        if self.round_cursor.in_round:  # no epoch-end hook follows: nothing to keep from checkpointing
+            self._abandon_round(trainer, type(exception).__name__, mute_checkpoints=False)
+
+    @override
+    def on_fit_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        self._checkpoint_mute.unmute()
+
+    @override
+    def on_validation_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            log_round_step(trainer, pl_module)
+
+    @override
+    def on_save_checkpoint(
+        self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", checkpoint: dict[str, Any]
+    ) -> None:
+        if self.abandoned_round is not None:
+            raise FederatedRuntimeError(self.abandoned_round.refuse_checkpoint())
+        self.round_cursor.refuse_mid_round_checkpoint(
+            trainer, "the module holds a client's weights, not the global model"
+        )
+        stamp_checkpoint(checkpoint, self.state_key)
+
+    @override
+    def on_load_checkpoint(
+        self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", checkpoint: dict[str, Any]
+    ) -> None:
+        verify_checkpoint(checkpoint, self.state_key, checkpoint_name(trainer))
+
+    @override
+    def teardown(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+        remove_stepping_estimate(trainer)
+        if self._bn_guard is not None:
+            self._bn_guard.remove()
+
+    # ------------------------------------------------------------------ for algorithm callbacks
+    @property
+    def current_client(self) -> int | None:
+        """The client whose batches run now (``None`` between clients and on padding batches)."""
+        return self.round_cursor.current_client
+
+    @property
+    def uplink_bytes_total(self) -> int:
+        """Uplink bytes of all completed rounds (survives checkpoints)."""
+        return self.totals.uplink_bytes_total
+
+    @property
+    def downlink_bytes_total(self) -> int:
+        """Downlink bytes of all completed rounds (survives checkpoints)."""
+        return self.totals.downlink_bytes_total
+
+    @property
+    def rejected_updates_total(self) -> int:
+        """Client updates dropped as not finite, over the fit (survives checkpoints)."""
+        return self.totals.rejected_updates_total
+
+    @property
+    def rejected_rounds_total(self) -> int:
+        """Rounds whose server step the guard refused (survives checkpoints)."""
+        return self.totals.rejected_rounds_total
+
+    @property
+    def rounds_completed(self) -> int:
+        """Rounds completed, over resumes (survives checkpoints)."""
+        return self.totals.rounds_completed
+
+    @property
+    def history(self) -> list[dict[str, float]]:
+        """Each completed round's logged metrics, in order."""
+        return self.totals.history
+
+    @property
+    def state(self) -> FlatState:
+        """The global model as flat tensors (built at fit start)."""
+        if self._state is None:
+            raise FederatedRuntimeError("the global state is built at fit start; the fit has not started")
+        return self._state
+
+    @property
+    def plan(self) -> RoundPlan:
+        """This rank's plan of the current round (which client each batch belongs to)."""
+        return self.round_cursor.plan
+
+    @property
+    def submodels(self) -> ClientLayout | None:
+        """The clients' submodels when an algorithm (Federated Dropout) gives them one, else ``None`` (from fit
+        start)."""
+        return self._sub
+
+    @property
+    def algorithms(self) -> list[FederatedAlgorithm]:
+        """The algorithm callbacks in the Trainer, in hook order (known from ``setup``)."""
+        return list(self._algorithms)
+
+    def client_reference(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The module's trainable parameters and, aligned with them, the weights the current client started
+        from (the global model as the downlink delivered it). For callbacks such as :class:`FedProx`.
+
+        Raises:
+            FederatedRuntimeError: Outside a client's training (before fit, or on a padding batch).
+        """
+        if self._state is None or self.round_cursor.current_client is None:
+            raise FederatedRuntimeError("client_reference() is only defined while a client trains")
+        pairs = [
+            (tensor, start)
+            for spec, tensor, start in zip(
+                self._state.float_specs, self._state.module_float, self._exchange.start_views, strict=True
+            )
+            if spec.is_parameter
+        ]
+        return [p for p, _ in pairs], [s for _, s in pairs]
+
+    # ------------------------------------------------------------------ round
+    @torch.no_grad()
+    def _abandon_round(self, trainer: "pl.Trainer", reason: str, mute_checkpoints: bool = True) -> None:
+        """Put the round's starting global model back into the module; see :mod:`stopped_round`."""
+        if self._sub is not None:
+            self._sub.restore()
+        self.state.write_module()  # the global state is only written at the round's end
+        self.round_cursor.end_round()
+        self.abandoned_round = AbandonedRound(self.round_cursor.plan.round_idx, reason)
+        if mute_checkpoints:
+            self._checkpoint_mute.mute(trainer)
+        rank_zero_warn(self.abandoned_round.describe())
+
+    # ------------------------------------------------------------------ checkpoints
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "server_optimizer": self.server_optimizer.state_dict(),
+            "downlink": gather_codec_state(self.downlink.codec),
+            "uplink": gather_codec_state(self.uplink.codec),
+            "uplink_bytes_total": self.totals.uplink_bytes_total,
+            "downlink_bytes_total": self.totals.downlink_bytes_total,
+            "rejected_updates_total": self.totals.rejected_updates_total,
+            "rejected_rounds_total": self.totals.rejected_rounds_total,
+            "rounds_completed": self.totals.rounds_completed,
+        }
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending = state_dict
+        self.downlink.codec.load_state_dict(state_dict["downlink"])
+        self.uplink.codec.load_state_dict(state_dict["uplink"])
+        self.totals.uplink_bytes_total = int(state_dict["uplink_bytes_total"])
+        self.totals.downlink_bytes_total = int(state_dict["downlink_bytes_total"])
+        self.totals.rejected_updates_total = int(state_dict["rejected_updates_total"])
+        self.totals.rejected_rounds_total = int(state_dict.get("rejected_rounds_total", 0))
+        self.totals.rounds_completed = int(state_dict["rounds_completed"])
+
+    def _apply_loaded_state(self, state_dict: dict[str, Any], device: torch.device) -> None:
+        self.server_optimizer.load_state_dict(state_dict["server_optimizer"], device)
+
