@@ -20,9 +20,11 @@ from lightning_fl.datamodules.plan import (
     CLIENT_SAMPLING_MODES,
     ClientSampling,
     Participation,
+    PlanRequest,
     RoundPlan,
     build_round_plan,
     num_client_batches,
+    plan_request_of,
 )
 from lightning_fl.exceptions import CheckpointError, FederatedConfigError
 from lightning_fl.namespaces import LightningDataModule
@@ -143,12 +145,13 @@ class FederatedDataModule(LightningDataModule):
         self.client_val_indices: list[np.ndarray] = []
         self._client_sizes: np.ndarray | None = None
         self.current_plan: RoundPlan | None = None
-        #: Run every client on rank ``client_id % world_size`` (set by callbacks that keep per-client state on a
-        #: rank); otherwise clients are balanced over ranks each round.
+        #: A user override for old code: run every client on rank ``client_id % world_size``. The round's drivers
+        #: ask for pinning themselves (:class:`~lightning_fl.datamodules.plan.PlanRequest`).
         self.pin_clients_to_ranks = False
-        #: ``participation(round_idx) -> Participation``: installed by callbacks that decide who trains and for how
-        #: many batches (simulated devices, deadlines, asynchronous buffers); called once per planned round, on
-        #: every rank, and must answer identically on every rank. ``None``: sample ``clients_per_round`` clients.
+        #: A user override for old code: ``participation(round_idx) -> Participation`` decides who trains and for
+        #: how many batches, identically on every rank. Callbacks that decide it (simulated devices) say so through
+        #: their driver's :class:`~lightning_fl.datamodules.plan.PlanRequest` instead. ``None``: sample
+        #: ``clients_per_round`` clients.
         self.participation: Callable[[int], Participation] | None = None
 
     # ------------------------------------------------------------------ setup
@@ -283,13 +286,25 @@ class FederatedDataModule(LightningDataModule):
         largest = int(self.client_sizes.max())
         return num_client_batches(largest, self.batch_size, self.local_epochs, self.drop_last)
 
+    def effective_plan_request(self) -> PlanRequest:
+        """What the plans must honour: this module's own overrides (``pin_clients_to_ranks``, ``participation``)
+        merged with the request of every round driver of the fit (the server callback, a round-running module).
+
+        Raises:
+            FederatedConfigError: If two of them decide participation.
+        """
+        own = PlanRequest(self.pin_clients_to_ranks, self.participation)
+        return own.merged(plan_request_of(self.trainer), ("the data module's participation", "a round driver"))
+
     def plan_round(
         self, round_idx: int, world_size: int = 1, rank: int = 0, max_client_batches: int | None = None
     ) -> RoundPlan:
         """The plan of ``round_idx`` as seen by ``rank`` of ``world_size`` (identical inputs on every rank), every
-        client cut to its first ``max_client_batches`` batches when given."""
+        client cut to its first ``max_client_batches`` batches when given; pinning and participation as
+        :meth:`effective_plan_request` says."""
         if not self.client_indices:
             raise FederatedConfigError("call setup() before planning a round")
+        request = self.effective_plan_request()
         return build_round_plan(
             round_idx,
             self.client_indices,
@@ -301,8 +316,8 @@ class FederatedDataModule(LightningDataModule):
             seed=self.seed,
             world_size=world_size,
             rank=rank,
-            pin_clients=self.pin_clients_to_ranks,
-            participation=self.participation(round_idx) if self.participation is not None else None,
+            pin_clients=request.pin_clients,
+            participation=request.participation(round_idx) if request.participation is not None else None,
             drop_last=self.drop_last,
             max_client_batches=max_client_batches,
         )

@@ -7,8 +7,9 @@ it. A plan is a frozen description; :mod:`lightning_fl.datamodules.loaders` turn
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -98,6 +99,92 @@ class Participation:
 
     clients: np.ndarray
     num_batches: np.ndarray | None = None
+
+
+def owner_rank(client_id: int, world_size: int) -> int:
+    """The one rule for which rank owns a client when clients are pinned: rank ``client_id % world_size``. Pinned
+    plans run the client there, and per-client state (codec residuals, control variates) lives there.
+
+    Example:
+        >>> owner_rank(7, 2), owner_rank(7, 1)
+        (1, 0)
+    """
+    return int(client_id) % int(world_size)
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """What the round's drivers ask of the plan of every round.
+
+    Attributes:
+        pin_clients: Run every client on its :func:`owner_rank` (per-client state is kept on a rank).
+        participation: ``participation(round_idx) -> Participation``: who trains and for how many batches (simulated
+            devices, deadlines, asynchronous buffers), called once per planned round on every rank and answering
+            identically on every rank; ``None`` samples ``clients_per_round`` clients.
+
+    Example:
+        >>> PlanRequest().merged(PlanRequest(pin_clients=True)).pin_clients
+        True
+    """
+
+    pin_clients: bool = False
+    participation: Callable[[int], Participation] | None = None
+
+    def merged(self, other: PlanRequest, names: tuple[str, str] = ("one driver", "another")) -> PlanRequest:
+        """Both requests at once: pinned if either pins; at most one may decide participation (the same hook
+        asked for twice counts once).
+
+        Raises:
+            FederatedConfigError: If both decide participation differently (``names`` says who they are).
+        """
+        mine, theirs = self.participation, other.participation
+        if mine is not None and theirs is not None and mine != theirs:
+            raise FederatedConfigError(
+                f"{names[0]} and {names[1]} both decide who trains each round (a participation): use one of them"
+            )
+        return PlanRequest(
+            pin_clients=self.pin_clients or other.pin_clients,
+            participation=self.participation if self.participation is not None else other.participation,
+        )
+
+
+@runtime_checkable
+class RoundDriver(Protocol):
+    """Something that runs the federated rounds of a fit (the server callback, or a module that runs its own
+    rounds) and says what it needs of the round plans."""
+
+    def plan_request(self) -> PlanRequest:
+        """What this driver needs of every round's plan."""
+        ...
+
+
+def plan_request_of(trainer: Any) -> PlanRequest:
+    """The merged :class:`PlanRequest` of every :class:`RoundDriver` among the Trainer's callbacks and its module
+    (an empty request without a Trainer).
+
+    Raises:
+        FederatedConfigError: If two drivers decide participation.
+    """
+    if trainer is None:
+        return PlanRequest()
+    drivers = [cb for cb in getattr(trainer, "callbacks", []) if isinstance(cb, RoundDriver)]
+    module = getattr(trainer, "lightning_module", None)
+    if isinstance(module, RoundDriver) and module not in drivers:
+        drivers.append(module)
+    request, owner = PlanRequest(), "none"
+    for driver in drivers:
+        asked = driver.plan_request()
+        if asked.participation is not None:
+            request = request.merged(asked, (owner, _owner_name(asked.participation, driver)))
+            owner = _owner_name(asked.participation, driver)
+        else:
+            request = request.merged(asked)
+    return request
+
+
+def _owner_name(participation: Callable[[int], Participation], driver: object) -> str:
+    """Who decides participation: the bound method's object, else the driver."""
+    return type(getattr(participation, "__self__", driver)).__name__
 
 
 @dataclass(frozen=True)
@@ -194,8 +281,8 @@ def build_round_plan(
 ) -> RoundPlan:
     """Sample the round's clients, spread them over ranks and list this rank's batches.
 
-    Clients go to ranks longest first (balanced), or, with ``pin_clients``, always to rank
-    ``client_id % world_size``, so per-client state kept on a rank (error-feedback residuals) stays with its
+    Clients go to ranks longest first (balanced), or, with ``pin_clients``, always to their :func:`owner_rank`
+    (``client_id % world_size``), so per-client state kept on a rank (error-feedback residuals) stays with its
     client. Ranks with less work are padded with copies of a real batch of the round (their effect is discarded
     by the server callback) so that every rank runs the same number of batches: Lightning runs a collective in
     every training batch.
@@ -214,7 +301,7 @@ def build_round_plan(
     if max_client_batches is not None:
         work = np.minimum(work, max_client_batches)
     if pin_clients:
-        per_rank = [[pos for pos, c in enumerate(clients) if c % world_size == r] for r in range(world_size)]
+        per_rank = [[pos for pos, c in enumerate(clients) if owner_rank(c, world_size) == r] for r in range(world_size)]
     else:
         per_rank = assign_to_ranks(work, world_size)
     total = max(int(work[pos].sum()) for pos in [np.array(p, dtype=np.int64) for p in per_rank])

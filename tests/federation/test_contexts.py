@@ -88,7 +88,8 @@ def test_client_context_matches_the_plan_and_the_start_weights(tiny_data):
 
 
 def test_round_context_counts_equal_the_logged_metrics(tiny_data):
-    fedavg, recorder = FederatedAveraging(uplink=StochasticQuantizer(bits=4), policy=TensorPolicy(min_numel=1)), Recorder()
+    fedavg = FederatedAveraging(uplink=StochasticQuantizer(bits=4), policy=TensorPolicy(min_numel=1))
+    recorder = Recorder()
     fit(tiny_data, [fedavg, recorder], rounds=3)
     assert [r.round_idx for r in recorder.rounds] == [0, 1, 2]
     for round_context, logged in zip(recorder.rounds, fedavg.history, strict=True):

@@ -44,9 +44,9 @@ def test_dispatch_flags_on_a_plan_with_padding():
 
 def test_client_tracking_and_the_mid_round_refusal():
     cursor = RoundCursor()
-    assert isinstance(cursor, RoundView)
     assert cursor.client is None and cursor.current_client is None
     cursor.open(padded_plan())
+    assert isinstance(cursor, RoundView)
     context = ClientContext(round_idx=5, client_id=4, num_samples=6, num_batches=3, params=[], start_weights=[])
     cursor.enter_client(4, context)
     assert cursor.client is context and cursor.current_client == 4
