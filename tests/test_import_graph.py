@@ -14,8 +14,6 @@ PENDING = {
     # WP3: check_server_present tests isinstance(cb, RoundDriver) instead of importing the server callback
     ("lightning_fl.datamodules.fit_checks", "lightning_fl.callbacks.algorithm"),
     ("lightning_fl.datamodules.fit_checks", "lightning_fl.callbacks.fedavg"),
-    # WP2: algorithms get contexts, not a back-pointer to the host
-    ("lightning_fl.federation.algorithm", "lightning_fl.federation.host"),
 }
 
 

@@ -116,6 +116,8 @@ class FederatedAlgorithm(Callback):
     def client_layout(self, pl_module: "pl.LightningModule", state: FlatState, seed: int) -> ClientLayout | None:
         """What clients train instead of the whole model (Federated Dropout's submodels), for an algorithm that
         declares ``provides_submodels = True``; ``None``: the whole model. Asked once at fit start."""
+        if type(self).client_submodels is not FederatedAlgorithm.client_submodels:  # written for the former name
+            return self.client_submodels(pl_module, state, seed)
         return None
 
     def client_submodels(self, *args: Any, **kwargs: Any) -> ClientLayout | None:
@@ -189,6 +191,14 @@ def check_capabilities(algorithms: list[FederatedAlgorithm], links: tuple[Link, 
             f"{deciding[1]} decides who trains each round, but the participation hook is already taken by "
             f"{deciding[0]}: {' and '.join(deciding)} both decide who trains each round; use one of them"
         )
+    for algorithm in algorithms:
+        overridden = [m for m in ("client_layout", "client_submodels")
+                      if getattr(type(algorithm), m) is not getattr(FederatedAlgorithm, m)]
+        if overridden and not algorithm.provides_submodels:
+            raise FederatedConfigError(
+                f"{type(algorithm).__name__} overrides {overridden[0]}() but does not declare provides_submodels = "
+                "True; declare it so the runtime asks it for the clients' layout"
+            )
     providers = [a for a in algorithms if a.provides_submodels]
     if len(providers) > 1:
         raise FederatedConfigError(

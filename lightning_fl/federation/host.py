@@ -237,20 +237,21 @@ class FederatedAveraging(Callback):
     def on_train_batch_start(
         self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", batch: Any, batch_idx: int
     ) -> None:
-        plan = self.round_cursor.plan
-        if self._schedules and (plan.first[batch_idx] or plan.batch_client[batch_idx] < 0):
+        cursor = self.round_cursor
+        first = cursor.is_first(batch_idx)
+        if self._schedules and (first or cursor.client_of(batch_idx) < 0):
             self._schedules.client_start()  # every client, and every padding batch, starts at the round's lr
-        if plan.first[batch_idx]:
-            self._clients.start(trainer, int(plan.batch_client[batch_idx]))
+        if first:
+            self._clients.start(trainer, cursor.client_of(batch_idx))
 
     @override
     def on_train_batch_end(
         self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        plan = self.round_cursor.plan
-        if plan.last[batch_idx]:
-            self._clients.finish(int(plan.batch_client[batch_idx]))
-        if batch_idx == plan.num_batches - 1:
+        cursor = self.round_cursor
+        if cursor.is_last(batch_idx):
+            self._clients.finish(cursor.client_of(batch_idx))
+        if cursor.closes_round(batch_idx):
             self._server_step.finish(trainer)
 
     @override

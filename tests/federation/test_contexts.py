@@ -129,9 +129,17 @@ class SecondDropout(FederatedDropout):
     pass
 
 
-def test_only_one_algorithm_may_provide_submodels(tiny_data):
-    with pytest.raises(FederatedConfigError, match="only one algorithm may give clients submodels"):
+class UndeclaredLayout(FederatedAlgorithm):
+    def client_layout(self, pl_module, state, seed):
+        return None
+
+
+def test_submodels_are_declared_once(tiny_data):
+    with pytest.raises(FederatedConfigError, match="only one algorithm may give clients submodels, got 2"):
         fit(tiny_data, [FederatedAveraging(), FederatedDropout(keep=0.5), SecondDropout(keep=0.5)], rounds=1)
+    with pytest.raises(FederatedConfigError, match="UndeclaredLayout overrides client_layout.. but does not declare "
+                                                   "provides_submodels = True"):
+        fit(tiny_data, [FederatedAveraging(), UndeclaredLayout()], rounds=1)
 
 
 class Watch(pl.Callback):
