@@ -118,7 +118,7 @@ class FederatedAveraging(Callback):
         self._pending: dict[str, Any] | None = None
         self._guard: GuardedServerStep | None = None
         self._algorithms: list[FederatedAlgorithm] = []
-        self._world_size = 1  # set in setup; read by plan_request()
+        self._world_size = 1
         self._sub: ClientLayout | None = None
         self._schedules: StepSchedules | None = None
         self._bn_guard: BatchNormGuard | None = None
@@ -154,7 +154,7 @@ class FederatedAveraging(Callback):
         cursor = self.round_cursor
         self._bn_guard = BatchNormGuard(pl_module, dm.client_sizes, dm.batch_size, dm.drop_last,
                                         lambda: f"round {trainer.current_epoch}, client {cursor.current_client}")
-        self.step_axis.bind(dm, any(a.decides_participation for a in self._algorithms))
+        self.step_axis.bind(dm)
         extra_global = set().union(*(a.global_tensor_names(pl_module) for a in self._algorithms))
         state = FlatState(pl_module, pl_module.device, extra_names=extra_global)
         self._state = state

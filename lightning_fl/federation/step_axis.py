@@ -21,10 +21,9 @@ from lightning_fl.datamodules.federated import FederatedDataModule
 from lightning_fl.datamodules.plan import num_client_batches
 
 
-def max_round_batches(dm: FederatedDataModule, participation_decided: bool = False) -> int:
+def max_round_batches(dm: FederatedDataModule) -> int:
     """An upper bound of the batches one process runs in a round: the ``clients_per_round`` clients with the most
-    batches (every client when the sampling is ``"all"`` or a participation hook, the data module's or an
-    algorithm's (``participation_decided``), decides who trains).
+    batches (every client when the sampling is ``"all"`` or a participation hook decides who trains).
 
     Example:
         >>> import torch
@@ -36,7 +35,7 @@ def max_round_batches(dm: FederatedDataModule, participation_decided: bool = Fal
         6
     """
     work = np.sort([num_client_batches(int(n), dm.batch_size, dm.local_epochs) for n in dm.client_sizes])[::-1]
-    if dm.client_sampling != "all" and dm.participation is None and not participation_decided:
+    if dm.client_sampling != "all" and dm.effective_plan_request().participation is None:
         work = work[: dm.clients_per_round]
     return max(int(work.sum()), 1)
 
@@ -66,9 +65,9 @@ class RoundStepAxis:
         self.stride = 1
         self._warned = False
 
-    def bind(self, dm: FederatedDataModule, participation_decided: bool = False) -> None:
+    def bind(self, dm: FederatedDataModule) -> None:
         """Size the stride for the data module's rounds (at fit start, after its ``setup``)."""
-        self.stride = step_stride(max_round_batches(dm, participation_decided))
+        self.stride = step_stride(max_round_batches(dm))
 
     def start_round(self, trainer: "pl.Trainer", round_idx: int) -> None:
         """Put the per-batch step at the start of ``round_idx`` (at fit start, and at every round's start and end,

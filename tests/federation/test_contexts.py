@@ -137,7 +137,7 @@ class UndeclaredLayout(FederatedAlgorithm):
 def test_submodels_are_declared_once(tiny_data):
     with pytest.raises(FederatedConfigError, match="only one algorithm may give clients submodels, got 2"):
         fit(tiny_data, [FederatedAveraging(), FederatedDropout(keep=0.5), SecondDropout(keep=0.5)], rounds=1)
-    with pytest.raises(FederatedConfigError, match="UndeclaredLayout overrides client_layout.. but does not declare "
+    with pytest.raises(FederatedConfigError, match=r"UndeclaredLayout overrides client_layout\(\) but does not declare "
                                                    "provides_submodels = True"):
         fit(tiny_data, [FederatedAveraging(), UndeclaredLayout()], rounds=1)
 
