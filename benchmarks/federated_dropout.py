@@ -88,7 +88,7 @@ class ClientClock:
 
             def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                                      batch_idx: int) -> None:
-                if clock.fedavg.plan.first[batch_idx]:
+                if clock.fedavg.round_cursor.is_first(batch_idx):
                     clock._start = time.perf_counter()
 
             def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -97,7 +97,7 @@ class ClientClock:
         class Before(pl.Callback):  # placed before FederatedAveraging: runs before the update is taken
             def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                                    batch: Any, batch_idx: int) -> None:
-                if clock.fedavg.plan.last[batch_idx]:
+                if clock.fedavg.round_cursor.is_last(batch_idx):
                     clock._round += time.perf_counter() - clock._start
 
         self.before, self.after = Before(), After()

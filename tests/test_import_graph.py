@@ -8,14 +8,6 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lightning_fl"
 
-#: Upward edges that other work packages of issue 12 remove (module -> imported module). Each must still exist;
-#: when its import goes, ``test_every_allowance_is_still_needed`` says to delete it here.
-PENDING = {
-    # WP2: algorithms get contexts, not a back-pointer to the host
-    ("lightning_fl.federation.algorithm", "lightning_fl.federation.host"),
-}
-
-
 def _module_name(path: Path) -> str:
     parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
@@ -60,7 +52,7 @@ def subpackage(module: str) -> str:
 def package_edges() -> dict[tuple[str, str], list[tuple[str, str]]]:
     """Subpackage edges, each with the module imports that make it (pending ones left out)."""
     out: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
-    for source, target in sorted(module_edges() - set(PENDING)):
+    for source, target in sorted(module_edges()):
         a, b = subpackage(source), subpackage(target)
         if a != b and b != "lightning_fl":
             out[(a, b)].append((source, target))
@@ -127,15 +119,10 @@ def test_low_layers_import_only_what_is_below_them():
     }
     wrong = [
         f"{src} -> {dst}"
-        for src, dst in sorted(module_edges() - set(PENDING))
+        for src, dst in sorted(module_edges())
         if subpackage(src) in allowed and subpackage(dst) not in allowed[subpackage(src)] | {"lightning_fl"}
     ]
     assert not wrong, "imports above the importing layer:\n" + "\n".join(wrong)
-
-
-def test_every_allowance_is_still_needed():
-    stale = set(PENDING) - module_edges()  # set(): PENDING may be emptied to {}
-    assert not stale, f"these imports are gone; delete them from PENDING in {__file__}: {sorted(stale)}"
 
 
 def test_lazy_aliases_resolve():
@@ -157,7 +144,7 @@ def test_plug_ins_do_not_reach_for_the_host():
     seam = {"lightning_fl.federation.algorithm", "lightning_fl.federation.context"}
     wrong = [
         f"{src} -> {dst}"
-        for src, dst in sorted(module_edges() - set(PENDING))
+        for src, dst in sorted(module_edges())
         if (src.startswith(plug_in) or src in seam) and dst in host
     ]
     assert not wrong, "plug-ins importing the server callback:\n" + "\n".join(wrong)

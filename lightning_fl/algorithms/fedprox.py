@@ -25,6 +25,8 @@ class FedProx(FederatedAlgorithm):
         0.01
     """
 
+    supports_submodels = True  # the proximal term works on whatever tensors the client holds
+
     def __init__(self, mu: float = 0.01) -> None:
         super().__init__()
         self.mu = check_non_negative("mu", mu)
@@ -34,11 +36,10 @@ class FedProx(FederatedAlgorithm):
     def on_before_optimizer_step(
         self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", optimizer: torch.optim.Optimizer
     ) -> None:
-        fedavg = self._fedavg  # found by FederatedAlgorithm.setup
-        if self.mu == 0.0 or fedavg is None or fedavg.current_client is None:
+        client = self.context.round.client if self.mu != 0.0 else None
+        if client is None:
             return  # mu = 0, or a padding batch whose effect is discarded
-        params, starts = fedavg.client_reference()
-        with_grad = [(p, s) for p, s in zip(params, starts, strict=True) if p.grad is not None]
+        with_grad = [(p, s) for p, s in zip(client.params, client.start_weights, strict=True) if p.grad is not None]
         if not with_grad:
             return
         grads: list[torch.Tensor] = [g for p, _ in with_grad if (g := p.grad) is not None]

@@ -48,6 +48,7 @@ class MaliciousClients(FederatedAlgorithm):
     """
 
     order = 10
+    supports_submodels = True  # scales the update or flips labels, whatever tensors the client holds
 
     def __init__(
         self,
@@ -89,7 +90,7 @@ class MaliciousClients(FederatedAlgorithm):
     def on_train_batch_start(
         self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", batch: Any, batch_idx: int
     ) -> None:
-        if self.attack != "label_flip" or int(self.fedavg.plan.batch_client[batch_idx]) not in self.clients:
+        if self.attack != "label_flip" or self.context.round.client_of(batch_idx) not in self.clients:
             return
         if not isinstance(batch, (tuple, list)) or len(batch) < 2 or not isinstance(batch[1], torch.Tensor):
             raise FederatedConfigError(

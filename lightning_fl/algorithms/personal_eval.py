@@ -110,8 +110,7 @@ class PersonalizedEvaluation(FederatedAlgorithm):
                 if devices:
                     torch.cuda.manual_seed(seed)
                 context.state.write_module()
-                for algorithm in self.fedavg.algorithms:
-                    algorithm.load_client_tensors(client_id)
+                context.load_client_tensors(client_id)
                 self._finetune(pl_module, client_id, round_idx, lr, params)
                 correct[client_id], total[client_id] = _score(pl_module, dm.client_dataloader(client_id, "val"))
         context.state.write_module()

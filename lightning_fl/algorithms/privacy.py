@@ -67,15 +67,15 @@ class DifferentialPrivacy(FederatedAlgorithm):
     @override
     def on_federated_fit_start(self, context: FederatedContext) -> None:
         super().on_federated_fit_start(context)
-        fedavg, dm = self.fedavg, context.datamodule
-        if fedavg.aggregation != "selected":
+        dm = context.datamodule
+        if context.aggregation != "selected":
             raise FederatedConfigError(
-                f"DifferentialPrivacy needs FederatedAveraging(aggregation='selected'), got {fedavg.aggregation!r}"
+                f"DifferentialPrivacy needs FederatedAveraging(aggregation='selected'), got {context.aggregation!r}"
             )
-        if type(fedavg.aggregator) not in (WeightedMeanAggregator, NormClippingAggregator):
+        if type(context.aggregator) not in (WeightedMeanAggregator, NormClippingAggregator):
             raise FederatedConfigError(
                 "DifferentialPrivacy adds noise to the sum of updates and needs a mean aggregator "
-                f"(WeightedMeanAggregator), got {type(fedavg.aggregator).__name__}"
+                f"(WeightedMeanAggregator), got {type(context.aggregator).__name__}"
             )
         if dm.client_sampling == "size":
             raise FederatedConfigError(

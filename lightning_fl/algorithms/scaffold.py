@@ -103,7 +103,7 @@ class Scaffold(FederatedAlgorithm):
     def on_before_optimizer_step(
         self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", optimizer: torch.optim.Optimizer
     ) -> None:
-        if self.fedavg.current_client is None:
+        if self.context.round.client is None:
             return  # a padding batch, whose effect is discarded
         lrs = {float(group["lr"]) for group in optimizer.param_groups}
         if len(lrs) != 1:

@@ -20,16 +20,22 @@ by it at fixed points of a round, in ``order`` (then list order):
 ``load_client_tensors(client_id)`` writes a client's own copy of them into the module (for evaluation).
 Algorithms may also use any Lightning hook (``on_before_optimizer_step`` for gradient corrections). When no
 algorithm is present the server callback does no per-client work for them.
+
+An algorithm sees the round only through the contexts it is handed (:class:`FederatedContext` for the fit, with
+``context.round`` for the current round; :class:`ClientContext`; :class:`RoundContext`); it holds no pointer to the
+server callback. What it can be combined with is declared in class flags the runtime checks at setup:
+``keeps_client_state``, ``provides_submodels``, ``supports_submodels`` and ``decides_participation``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
 from typing_extensions import override
 
+from lightning_fl.datamodules.plan import Participation, RoundDriver
 from lightning_fl.exceptions import FederatedConfigError, FederatedRuntimeError
 from lightning_fl.federation.context import ClientContext, FederatedContext, RoundContext
 from lightning_fl.namespaces import Callback
@@ -37,8 +43,8 @@ from lightning_fl.namespaces import Callback
 if TYPE_CHECKING:
     from lightning_fl.codecs.base import Codec
     from lightning_fl.federation.flat import FlatState
-    from lightning_fl.federation.host import FederatedAveraging
     from lightning_fl.federation.layout import ClientLayout
+    from lightning_fl.federation.link import Link
     from lightning_fl.server.aggregator import Aggregator
 
 
@@ -49,6 +55,14 @@ class FederatedAlgorithm(Callback):
     update run in ascending ``order``: an attack (10) acts before differential-privacy clipping (20); algorithms
     that read the honest update (SCAFFOLD) keep 0. A subclass that keeps per-client state on the rank that runs
     the client sets ``keeps_client_state = True``: with several processes, clients are then pinned to ranks.
+
+    Capabilities (class flags, checked by the server callback at setup):
+
+    - ``provides_submodels``: :meth:`client_layout` gives clients smaller models (Federated Dropout); at most one.
+    - ``supports_submodels``: the algorithm's client work does not depend on the shapes of the model's tensors, so
+      it may run next to a ``provides_submodels`` algorithm (it sees the clients' submodels).
+    - ``decides_participation``: :meth:`participation` decides who trains each round (simulated devices); at most
+      one.
 
     Example:
         >>> class CountClients(FederatedAlgorithm):
@@ -63,28 +77,19 @@ class FederatedAlgorithm(Callback):
 
     order: ClassVar[int] = 0
     keeps_client_state: ClassVar[bool] = False
+    provides_submodels: ClassVar[bool] = False
+    supports_submodels: ClassVar[bool] = False
+    decides_participation: ClassVar[bool] = False
 
     def __init__(self) -> None:
-        self._fedavg: FederatedAveraging | None = None
         self._context: FederatedContext | None = None
 
     @override
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
-        from lightning_fl.federation.host import FederatedAveraging
-
-        found = [cb for cb in trainer.callbacks if isinstance(cb, FederatedAveraging)]  # type: ignore[attr-defined]
-        if not found:
+        if not any(isinstance(cb, RoundDriver) for cb in trainer.callbacks):  # type: ignore[attr-defined]
             raise FederatedConfigError(
                 f"{type(self).__name__} needs a FederatedAveraging callback in the same Trainer, got none"
             )
-        self._fedavg = found[0]
-
-    @property
-    def fedavg(self) -> FederatedAveraging:
-        """The server callback this algorithm plugs into (known from ``setup``)."""
-        if self._fedavg is None:
-            raise FederatedRuntimeError(f"{type(self).__name__} is not attached to a Trainer yet")
-        return self._fedavg
 
     @property
     def context(self) -> FederatedContext:
@@ -108,12 +113,27 @@ class FederatedAlgorithm(Callback):
         not sent, not averaged, not counted in the bytes. Asked once at fit start."""
         return set()
 
-    def client_submodels(
-        self, pl_module: "pl.LightningModule", state: FlatState, seed: int
-    ) -> ClientLayout | None:
-        """Submodels the clients train instead of the whole model (Federated Dropout); ``None``: the whole model.
-        Asked once at fit start; at most one algorithm may answer."""
+    def client_layout(self, pl_module: "pl.LightningModule", state: FlatState, seed: int) -> ClientLayout | None:
+        """What clients train instead of the whole model (Federated Dropout's submodels), for an algorithm that
+        declares ``provides_submodels = True``; ``None``: the whole model. Asked once at fit start."""
+        if type(self).client_submodels is not FederatedAlgorithm.client_submodels:  # written for the former name
+            return self.client_submodels(pl_module, state, seed)
         return None
+
+    def client_submodels(self, *args: Any, **kwargs: Any) -> ClientLayout | None:
+        """The former name of :meth:`client_layout` (forwards to it)."""
+        return self.client_layout(*args, **kwargs)
+
+    def participation(self, round_idx: int) -> Participation:
+        """Who trains in ``round_idx`` and for how many batches: implemented by an algorithm that declares
+        ``decides_participation = True`` (called once per planned round, and must answer identically on every rank).
+
+        Raises:
+            FederatedRuntimeError: When not implemented.
+        """
+        raise FederatedRuntimeError(
+            f"{type(self).__name__} must implement participation(round_idx) to declare decides_participation = True"
+        )
 
     def on_federated_fit_start(self, context: FederatedContext) -> None:
         """The global state exists; allocate and apply any loaded checkpoint state here."""
@@ -152,3 +172,53 @@ def find_algorithms(trainer: "pl.Trainer") -> list[FederatedAlgorithm]:
     """The trainer's algorithm callbacks, in hook order (``order``, then list order)."""
     found = [cb for cb in trainer.callbacks if isinstance(cb, FederatedAlgorithm)]  # type: ignore[attr-defined]
     return sorted(found, key=lambda a: a.order)
+
+
+def check_capabilities(algorithms: list[FederatedAlgorithm], links: tuple[Link, ...]) -> None:
+    """Refuse algorithms that cannot run together, from what they declare (at setup).
+
+    Args:
+        algorithms: The Trainer's algorithm callbacks.
+        links: The server callback's downlink and uplink.
+
+    Raises:
+        FederatedConfigError: Two algorithms give submodels or decide participation; an algorithm that does not
+            declare ``supports_submodels`` next to one that gives submodels; a stateful codec with submodels.
+    """
+    deciding = [type(a).__name__ for a in algorithms if a.decides_participation]
+    if len(deciding) > 1:
+        raise FederatedConfigError(
+            f"{deciding[1]} decides who trains each round, but the participation hook is already taken by "
+            f"{deciding[0]}: {' and '.join(deciding)} both decide who trains each round; use one of them"
+        )
+    for algorithm in algorithms:
+        overridden = [m for m in ("client_layout", "client_submodels")
+                      if getattr(type(algorithm), m) is not getattr(FederatedAlgorithm, m)]
+        if overridden and not algorithm.provides_submodels:
+            raise FederatedConfigError(
+                f"{type(algorithm).__name__} overrides {overridden[0]}() but does not declare provides_submodels = "
+                "True; declare it so the runtime asks it for the clients' layout"
+            )
+    providers = [a for a in algorithms if a.provides_submodels]
+    if len(providers) > 1:
+        raise FederatedConfigError(
+            f"only one algorithm may give clients submodels, got {len(providers)}: "
+            f"{', '.join(type(a).__name__ for a in providers)}"
+        )
+    if not providers:
+        return
+    provider = type(providers[0]).__name__
+    for algorithm in algorithms:
+        name = type(algorithm).__name__
+        if algorithm is not providers[0] and not algorithm.supports_submodels:
+            raise FederatedConfigError(
+                f"{provider} cannot be combined with {name}: {name} does not declare supports_submodels = True (it "
+                "keeps or changes full-size per-tensor state while clients hold submodels)"
+            )
+    for link in links:
+        if link.codec.stateful:
+            raise FederatedConfigError(
+                f"{provider} cannot be combined with the stateful {link.direction} codec {link.codec!r}: its "
+                "per-client state (error-feedback residuals) would be added to a different submodel's coordinates "
+                "in the next round"
+            )

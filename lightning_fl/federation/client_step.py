@@ -44,6 +44,8 @@ class ClientSteps:
         """What a fit's clients need, known at fit start."""
         self.state, self.exchange, self.algorithms = state, exchange, algorithms
         self.client_sizes, self.seed, self.aggregator = client_sizes, seed, aggregator
+        #: Positions (among the float tensors) of the trainable parameters, for the clients' contexts.
+        self._param_positions = [i for i, spec in enumerate(state.float_specs) if spec.is_parameter]
 
     def start_round(self) -> None:
         """Zero this rank's counts of the round."""
@@ -53,7 +55,7 @@ class ClientSteps:
     def start(self, trainer: "pl.Trainer", client_id: int) -> None:
         """Load the client's starting weights into the module, clear the optimizers and seed the client."""
         state = self.state
-        self.cursor.current_client = client_id
+        self.cursor.enter_client(client_id, None)
         round_idx = self.cursor.plan.round_idx
         older = next((w for a in self.algorithms if (w := a.client_start_weights(round_idx, client_id)) is not None),
                      None)  # an older model version this client downloaded (asynchronous training)
@@ -62,10 +64,23 @@ class ClientSteps:
             optimizer.state.clear()
         seed_client(derive_seed(self.seed, "client", round_idx, client_id), state.device)
         if self.algorithms:
-            self._client = ClientContext(round_idx, client_id, int(self.client_sizes[client_id]))
+            client = self._context(round_idx, client_id)
+            self.cursor.enter_client(client_id, client)
             for algorithm in self.algorithms:
-                algorithm.on_client_start(self._client)
+                algorithm.on_client_start(client)
             self.exchange.keep_local_start()
+
+    def _context(self, round_idx: int, client_id: int) -> ClientContext:
+        """The client's context, once its starting weights are in the module."""
+        plan, state, starts = self.cursor.plan, self.state, self.exchange.start_views
+        return ClientContext(
+            round_idx=round_idx,
+            client_id=client_id,
+            num_samples=int(self.client_sizes[client_id]),
+            num_batches=int(np.count_nonzero(plan.batch_client == client_id)),
+            params=[state.module_float[i] for i in self._param_positions],
+            start_weights=[starts[i] for i in self._param_positions],
+        )
 
     @torch.no_grad()
     def finish(self, client_id: int) -> None:
@@ -78,11 +93,12 @@ class ClientSteps:
             self._reject(client_id)
             return
         weight = float(self.client_sizes[client_id])
-        if self.algorithms:
+        client = self.cursor.client
+        if client is not None:  # algorithms are present
             for algorithm in self.algorithms:
-                algorithm.on_client_update(self._client, delta, views)
+                algorithm.on_client_update(client, delta, views)
             for algorithm in self.algorithms:
-                weight = algorithm.client_weight(self._client, weight)
+                weight = algorithm.client_weight(client, weight)
         nbytes, update, coverage = exchange.upload(self.cursor.plan.round_idx, client_id)
         self.tally.uplink_bytes += nbytes
         self.tally.senders += 1
@@ -90,11 +106,11 @@ class ClientSteps:
             self._reject(client_id)
             return
         self.aggregator.update(update, weight, extra=exchange.int_increments(), coverage=coverage)
-        self.cursor.current_client = None
+        self.cursor.leave_client()
 
     def _reject(self, client_id: int) -> None:
         self.tally.rejected += 1
-        self.cursor.current_client = None
+        self.cursor.leave_client()
         if not self._warned_nonfinite:
             self._warned_nonfinite = True
             warnings.warn(

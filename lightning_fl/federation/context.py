@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -13,7 +13,10 @@ from lightning_fl.exceptions import FederatedRuntimeError
 
 if TYPE_CHECKING:
     from lightning_fl.datamodules.federated import FederatedDataModule
+    from lightning_fl.federation.cursor import RoundView
     from lightning_fl.federation.flat import FlatState
+    from lightning_fl.federation.layout import ClientLayout
+    from lightning_fl.server.aggregator import Aggregator
 
 __all__ = ["ClientContext", "FederatedContext", "RoundContext"]
 
@@ -29,6 +32,20 @@ class FederatedContext:
         rank: This process's rank.
         world_size: Number of processes.
         local_names: Names of tensors that never leave the clients (personal layers).
+        layout: What a client holds of the model (:class:`~lightning_fl.federation.layout.WholeModel` unless an
+            algorithm gives clients submodels); ``with layout.applied(round_idx, client_id):`` shows the module as
+            that client trains it.
+        aggregation: The server callback's ``aggregation`` (``"selected"`` or ``"all"``).
+        aggregator: The aggregator that combines the round's updates.
+        round: Where the fit is in the current round (:class:`~lightning_fl.federation.cursor.RoundView`: the plan,
+            the client training now, the client of a batch).
+        load_client_tensors: ``load_client_tensors(client_id)`` writes the client's own tensors (those that never
+            leave it) into the module, asking every algorithm.
+        estimate_payload_bytes: ``() -> (downlink, uplink)`` bytes of one client's model and update through the
+            server callback's codecs, on the initial global model (exact for codecs whose size depends only on the
+            shapes).
+        seed_for: ``seed_for(*keys)`` = ``derive_seed(seed, *keys)``; the uplink's codec seed of tensor ``name`` of
+            a client is ``seed_for("uplink", round_idx, client_id, name)``.
         add_sum_state: The runtime's ``RoundReducer.add_state``; use :meth:`sum_state`.
     """
 
@@ -38,6 +55,13 @@ class FederatedContext:
     rank: int
     world_size: int
     local_names: frozenset[str]
+    layout: ClientLayout
+    aggregation: Literal["selected", "all"]
+    aggregator: Aggregator
+    round: RoundView
+    load_client_tensors: Callable[[int], None]
+    estimate_payload_bytes: Callable[[], tuple[float, float]]
+    seed_for: Callable[..., int]
     add_sum_state: Callable[[str, int, torch.dtype], torch.Tensor] | None = field(default=None, repr=False)
 
     def sum_state(self, name: str, numel: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -54,11 +78,24 @@ class FederatedContext:
 
 @dataclass(frozen=True)
 class ClientContext:
-    """One client's training in one round."""
+    """One client's training in one round.
+
+    Attributes:
+        round_idx: The round.
+        client_id: The client.
+        num_samples: Its training samples (its default weight in the mean).
+        num_batches: The batches (local steps) it runs in this round on this rank, as the round's plan says.
+        params: The module's trainable parameters, as the client trains them.
+        start_weights: Aligned with ``params``: the weights the client started from (the global model as the
+            downlink delivered it, or an older version it downloaded); constant during its training.
+    """
 
     round_idx: int
     client_id: int
     num_samples: int
+    num_batches: int
+    params: list[torch.Tensor]
+    start_weights: list[torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -70,9 +107,17 @@ class RoundContext:
         clients: The round's sampled clients (all ranks), sorted.
         reported: Client updates aggregated over all ranks (rejected ones excluded).
         is_last: Whether this is the fit's last round (``max_epochs - 1``).
+        downlink_bytes: Payload bytes sent to the round's clients (all ranks).
+        uplink_bytes: Payload bytes the round's clients sent back (all ranks).
+        senders: Clients that sent an update (all ranks; rejected ones included).
+        rejected: Client updates dropped as not finite (all ranks).
     """
 
     round_idx: int
     clients: np.ndarray
     reported: int
     is_last: bool
+    downlink_bytes: int
+    uplink_bytes: int
+    senders: int
+    rejected: int

@@ -3,13 +3,14 @@ it sends back, with the payload bytes of both."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
 
 from lightning_fl.codecs.base import Codec
 from lightning_fl.federation.flat import FlatState
-from lightning_fl.federation.layout import SEED_BYTES, ClientLayout
+from lightning_fl.federation.layout import ClientLayout
 from lightning_fl.federation.link import Link
 from lightning_fl.federation.wire import WireSelection
 
@@ -17,10 +18,11 @@ from lightning_fl.federation.wire import WireSelection
 class ClientExchange:
     """Moves the model to one client at a time and its update back, through the two links.
 
-    Buffers are allocated once, in the layout a client holds: the global state's, or a submodel's when Federated
-    Dropout gives clients one. :meth:`download` puts the client's starting weights into the module, :meth:`update`
-    is the client's update ``w_client - w_start`` afterwards (algorithms may change it in place), :meth:`upload`
-    sends it and returns what the server aggregates, at full size.
+    Buffers are allocated once, in the layout a client holds (:class:`~lightning_fl.federation.layout.ClientLayout`):
+    the whole model's, or a submodel's when Federated Dropout gives clients one. :meth:`download` puts the client's
+    starting weights into the module, :meth:`update` is the client's update ``w_client - w_start`` afterwards
+    (algorithms may change it in place), :meth:`upload` sends it and returns what the server aggregates, at full
+    size.
 
     Args:
         state: The global state (the module's tensors by reference).
@@ -28,7 +30,7 @@ class ClientExchange:
         downlink: The server-to-client link.
         uplink: The client-to-server link.
         uplink_codecs: Per shared tensor, an algorithm's own uplink codec, or ``None`` for the uplink's.
-        submodels: The clients' submodels (Federated Dropout), or ``None``.
+        layout: What a client holds of the model (:class:`~lightning_fl.federation.layout.WholeModel` by default).
         seed: The federated seed (codec seeds derive from it).
     """
 
@@ -39,17 +41,18 @@ class ClientExchange:
         downlink: Link,
         uplink: Link,
         uplink_codecs: Sequence[Codec | None],
-        submodels: ClientLayout | None,
+        layout: ClientLayout,
         seed: int,
     ) -> None:
         self.state, self.wire, self.downlink, self.uplink = state, wire, downlink, uplink
-        self.sub = submodels
+        self.layout = layout
+        #: The layout when clients hold parts of the model (the moves are needed), else ``None`` (the fast path).
+        self.sub = layout if layout.per_coordinate else None
         self.seed = seed
-        layout = state if submodels is None else submodels.layout
         self._start, self._start_views = layout.new_flat()
         self._delta, self._delta_views = layout.new_flat()
         self._received, self._received_views = layout.new_flat()
-        if submodels is not None:
+        if self.sub is not None:
             self._cut, self._cut_views = layout.new_flat()
             self._full_update = torch.zeros_like(state.flat)
             self._coverage = torch.zeros_like(state.flat)
@@ -98,7 +101,7 @@ class ClientExchange:
         if self.sub is not None:
             self.sub.shrink()
         state.write_module(self.start_views)
-        return nbytes + self.int_bytes + (SEED_BYTES if self.sub is not None else 0)
+        return nbytes + self.int_bytes + self.layout.downlink_extra_bytes
 
     @torch.no_grad()
     def keep_local_start(self) -> None:
@@ -166,3 +169,19 @@ class ClientExchange:
         # back to full size; the coverage says which coordinates this client held
         self.sub.scatter(update, self._index, self._full_update, self._coverage)
         return nbytes, self._full_update, self._coverage
+
+    @torch.no_grad()
+    def estimate_payload_bytes(self) -> tuple[float, float]:
+        """The ``(downlink, uplink)`` bytes of one client's model and update: the current global model (client 0's
+        part of it in round 0 under submodels) sent through copies of the two links, so no codec state changes.
+        Exact for codecs whose payload size depends only on the shapes."""
+        state, layout, views = self.state, self.layout, self.state.views
+        if self.sub is not None:  # what a client holds, and the seed that says which units
+            small, views = layout.new_flat()
+            layout.gather(state.flat, layout.select(0, 0), small)
+        tensors = self.wire.shared_of(views)
+        sizes = []
+        for link in (self.downlink, self.uplink):
+            nbytes, _ = copy.deepcopy(link).send(self.names, tensors, seed=self.seed, round_idx=0, client_id=0)
+            sizes.append(float(nbytes + self.int_bytes))
+        return sizes[0] + layout.downlink_extra_bytes, sizes[1]

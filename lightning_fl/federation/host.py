@@ -15,11 +15,12 @@ from lightning_fl.checks import check_int
 from lightning_fl.codecs.base import Codec
 from lightning_fl.codecs.policy import TensorPolicy
 from lightning_fl.datamodules.federated import FederatedDataModule
-from lightning_fl.datamodules.plan import PlanRequest, RoundPlan
+from lightning_fl.datamodules.plan import PlanRequest
 from lightning_fl.exceptions import FederatedConfigError, FederatedRuntimeError
 from lightning_fl.federation.algorithm import (
     FederatedAlgorithm,
     FederatedContext,
+    check_capabilities,
     find_algorithms,
 )
 from lightning_fl.federation.batchnorm_guard import BatchNormGuard
@@ -29,7 +30,7 @@ from lightning_fl.federation.cursor import RoundCursor, log_round_step
 from lightning_fl.federation.exchange import ClientExchange
 from lightning_fl.federation.flat import FlatState
 from lightning_fl.federation.guards import GuardedServerStep
-from lightning_fl.federation.layout import ClientLayout
+from lightning_fl.federation.layout import ClientLayout, WholeModel
 from lightning_fl.federation.lazy import materialize_lazy_modules
 from lightning_fl.federation.link import Link
 from lightning_fl.federation.schedulers import StepSchedules, install_stepping_estimate, remove_stepping_estimate
@@ -39,6 +40,7 @@ from lightning_fl.federation.stopped_round import AbandonedRound, CheckpointMute
 from lightning_fl.federation.trainer_checks import check_trainer
 from lightning_fl.federation.wire import WireSelection
 from lightning_fl.namespaces import Callback
+from lightning_fl.seeding import derive_seed
 from lightning_fl.server.aggregator import Aggregator, WeightedMeanAggregator
 from lightning_fl.server.optimizers import ServerOptimizer, ServerSGD
 
@@ -134,6 +136,7 @@ class FederatedAveraging(Callback):
             install_safe_checkpoint_io(trainer.strategy)  # before Lightning loads ckpt_path
             self._algorithms = find_algorithms(trainer)
             self._world_size = trainer.world_size
+            check_capabilities(self._algorithms, (self.downlink, self.uplink))
             install_stepping_estimate(trainer, lambda: trainer.datamodule.max_client_steps)  # type: ignore[attr-defined]
             # Rounds are short by design; Lightning would warn every round that they are shorter than
             # log_every_n_steps.
@@ -157,7 +160,8 @@ class FederatedAveraging(Callback):
         self._state = state
         self._names = [s.name for s in state.float_specs]
         self._int_names = [s.name for s in state.int_specs]
-        self._sub = self._find_submodels(pl_module, state)
+        layout = self._find_layout(pl_module, state)
+        self._sub = layout if layout.per_coordinate else None
         self._agg = self.aggregator
         self._agg.bind(state.numel, state.device, extra_numel=state.int_numel + 4, per_coordinate=self._sub is not None,
                        dtype=state.dtype)
@@ -167,13 +171,12 @@ class FederatedAveraging(Callback):
             next((c for a in self._algorithms if (c := a.uplink_codec_for(name)) is not None), None)
             for name in wire.shared_of(self._names)
         ]
-        self._exchange = ClientExchange(state, wire, self.downlink, self.uplink, own_codecs, self._sub, self._seed)
+        self._exchange = ClientExchange(state, wire, self.downlink, self.uplink, own_codecs, layout, self._seed)
         if self._pending is not None:
             self._apply_loaded_state(self._pending, state.device)
             self._pending = None
         self._guard = GuardedServerStep(state, self.server_optimizer)
-        context = FederatedContext(state, dm, self._seed, trainer.global_rank, trainer.world_size, local,
-                                   add_sum_state=self._server_step.reducer.add_state)
+        context = self._context(trainer, state, dm, local, layout)
         self._clients.bind(state, self._exchange, self._algorithms, dm.client_sizes, self._seed, self._agg)
         self._server_step.bind(state, self._agg, self._algorithms, dm, self.aggregation, self._guard, self._sub,
                                self._schedules, self._exchange)
@@ -184,17 +187,38 @@ class FederatedAveraging(Callback):
             table = self.policy.describe(dict(zip(self._names, self._exchange.client_shaped, strict=True)))
             rank_zero_info(f"downlink {self.downlink.codec!r}, uplink {self.uplink.codec!r}; per tensor:\n{table}")
 
-    def _find_submodels(self, pl_module: "pl.LightningModule", state: FlatState) -> ClientLayout | None:
-        found = [s for a in self._algorithms if (s := a.client_submodels(pl_module, state, self._seed)) is not None]
-        if len(found) > 1:
-            raise FederatedConfigError(f"only one algorithm may give clients submodels, got {len(found)}")
-        return found[0] if found else None
+    def _find_layout(self, pl_module: "pl.LightningModule", state: FlatState) -> ClientLayout:
+        """The layout the ``provides_submodels`` algorithm gives (one at most: checked at setup), else the whole
+        model."""
+        found = [layout for a in self._algorithms if a.provides_submodels
+                 and (layout := a.client_layout(pl_module, state, self._seed)) is not None]
+        return found[0] if found else WholeModel(state)
+
+    def _context(self, trainer: "pl.Trainer", state: FlatState, dm: FederatedDataModule, local: frozenset[str],
+                 layout: ClientLayout) -> FederatedContext:
+        """What the algorithms see of this fit."""
+        seed, algorithms = self._seed, self._algorithms
+
+        def load_client_tensors(client_id: int) -> None:
+            for algorithm in algorithms:
+                algorithm.load_client_tensors(client_id)
+
+        return FederatedContext(
+            state, dm, seed, trainer.global_rank, trainer.world_size, local, layout=layout,
+            aggregation=self.aggregation, aggregator=self._agg, round=self.round_cursor,
+            load_client_tensors=load_client_tensors, estimate_payload_bytes=self._exchange.estimate_payload_bytes,
+            seed_for=lambda *keys: derive_seed(seed, *keys), add_sum_state=self._server_step.reducer.add_state,
+        )
 
     def plan_request(self) -> PlanRequest:
-        """What the plans must honour (a ``RoundDriver``): pinned clients when per-client state lives on ranks."""
+        """What the round plans must honour (this callback is a :class:`~lightning_fl.datamodules.plan.RoundDriver`):
+        a stateful codec or algorithm keeps each client's state on the rank that ran the client, so clients are
+        pinned to their owner rank when several processes run; an algorithm that declares
+        ``decides_participation`` decides who trains."""
         stateful = self.downlink.codec.stateful or self.uplink.codec.stateful
         pin = self._world_size > 1 and (stateful or any(a.keeps_client_state for a in self._algorithms))
-        return PlanRequest(pin_clients=pin)
+        deciding = [a for a in self._algorithms if a.decides_participation]
+        return PlanRequest(pin_clients=pin, participation=deciding[0].participation if deciding else None)
 
     @override
     def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
@@ -213,20 +237,21 @@ class FederatedAveraging(Callback):
     def on_train_batch_start(
         self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", batch: Any, batch_idx: int
     ) -> None:
-        plan = self.round_cursor.plan
-        if self._schedules and (plan.first[batch_idx] or plan.batch_client[batch_idx] < 0):
+        cursor = self.round_cursor
+        first = cursor.is_first(batch_idx)
+        if self._schedules and (first or cursor.client_of(batch_idx) < 0):
             self._schedules.client_start()  # every client, and every padding batch, starts at the round's lr
-        if plan.first[batch_idx]:
-            self._clients.start(trainer, int(plan.batch_client[batch_idx]))
+        if first:
+            self._clients.start(trainer, cursor.client_of(batch_idx))
 
     @override
     def on_train_batch_end(
         self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        plan = self.round_cursor.plan
-        if plan.last[batch_idx]:
-            self._clients.finish(int(plan.batch_client[batch_idx]))
-        if batch_idx == plan.num_batches - 1:
+        cursor = self.round_cursor
+        if cursor.is_last(batch_idx):
+            self._clients.finish(cursor.client_of(batch_idx))
+        if cursor.closes_round(batch_idx):
             self._server_step.finish(trainer)
 
     @override
@@ -279,12 +304,7 @@ class FederatedAveraging(Callback):
         if self._bn_guard is not None:
             self._bn_guard.remove()
 
-    # ------------------------------------------------------------------ for algorithm callbacks
-    @property
-    def current_client(self) -> int | None:
-        """The client whose batches run now (``None`` between clients and on padding batches)."""
-        return self.round_cursor.current_client
-
+    # ------------------------------------------------------------------ run totals
     @property
     def uplink_bytes_total(self) -> int:
         """Uplink bytes of all completed rounds (survives checkpoints)."""
@@ -321,40 +341,6 @@ class FederatedAveraging(Callback):
         if self._state is None:
             raise FederatedRuntimeError("the global state is built at fit start; the fit has not started")
         return self._state
-
-    @property
-    def plan(self) -> RoundPlan:
-        """This rank's plan of the current round (which client each batch belongs to)."""
-        return self.round_cursor.plan
-
-    @property
-    def submodels(self) -> ClientLayout | None:
-        """The clients' submodels when an algorithm (Federated Dropout) gives them one, else ``None`` (from fit
-        start)."""
-        return self._sub
-
-    @property
-    def algorithms(self) -> list[FederatedAlgorithm]:
-        """The algorithm callbacks in the Trainer, in hook order (known from ``setup``)."""
-        return list(self._algorithms)
-
-    def client_reference(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """The module's trainable parameters and, aligned with them, the weights the current client started
-        from (the global model as the downlink delivered it). For callbacks such as :class:`FedProx`.
-
-        Raises:
-            FederatedRuntimeError: Outside a client's training (before fit, or on a padding batch).
-        """
-        if self._state is None or self.round_cursor.current_client is None:
-            raise FederatedRuntimeError("client_reference() is only defined while a client trains")
-        pairs = [
-            (tensor, start)
-            for spec, tensor, start in zip(
-                self._state.float_specs, self._state.module_float, self._exchange.start_views, strict=True
-            )
-            if spec.is_parameter
-        ]
-        return [p for p, _ in pairs], [s for _, s in pairs]
 
     # ------------------------------------------------------------------ round
     @torch.no_grad()

@@ -8,6 +8,7 @@ import pytorch_lightning as pl
 from typing_extensions import override
 
 from lightning_fl.checks import check_bool, check_int
+from lightning_fl.federation.cursor import RoundCursor
 from lightning_fl.namespaces import TQDMProgressBar
 
 
@@ -93,9 +94,9 @@ class RoundProgressBar(TQDMProgressBar):
         items.pop("step", None)
         items.pop("v_num", None)
         items = {"round": trainer.current_epoch, **items}
-        from lightning_fl.federation.host import FederatedAveraging
-
-        for cb in trainer.callbacks:  # type: ignore[attr-defined]
-            if isinstance(cb, FederatedAveraging) and cb.current_client is not None:
-                items["client"] = cb.current_client
+        # the round's driver (the server callback, or a module that runs its own rounds) holds the round's cursor
+        for owner in [*trainer.callbacks, pl_module]:  # type: ignore[attr-defined]
+            cursor = getattr(owner, "round_cursor", None)
+            if isinstance(cursor, RoundCursor) and cursor.current_client is not None:
+                items["client"] = cursor.current_client
         return items

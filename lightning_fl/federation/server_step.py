@@ -93,7 +93,8 @@ class ServerStep:
             (tally.downlink_bytes, tally.uplink_bytes, tally.rejected, tally.senders))
         plan = self.cursor.plan
         is_last = trainer.current_epoch == (trainer.max_epochs or 0) - 1
-        round_context = RoundContext(plan.round_idx, plan.clients, self.aggregator.count, is_last)
+        round_context = RoundContext(plan.round_idx, plan.clients, self.aggregator.count, is_last,
+                                     down_bytes, up_bytes, senders, rejected)
         for algorithm in self.algorithms:
             algorithm.on_round_synced(round_context, self.aggregator)
         return _RoundSums(round_context, extras, down_bytes, up_bytes, rejected, senders)

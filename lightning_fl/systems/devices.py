@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import copy
 from abc import ABC, abstractmethod
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from lightning_fabric.utilities.apply_func import move_data_to_device
 from typing_extensions import override
 
@@ -16,8 +14,7 @@ from lightning_fl.datamodules.federated import FederatedDataModule
 from lightning_fl.datamodules.loaders import make_batch_loader
 from lightning_fl.datamodules.plan import Participation
 from lightning_fl.exceptions import FederatedConfigError, FederatedRuntimeError
-from lightning_fl.federation.algorithm import FederatedAlgorithm, RoundContext
-from lightning_fl.federation.layout import SEED_BYTES
+from lightning_fl.federation.algorithm import FederatedAlgorithm, FederatedContext, RoundContext
 from lightning_fl.systems.flops import training_flops_per_sample
 from lightning_fl.systems.profiles import ClientProfiles, resolve_profiles
 
@@ -25,7 +22,8 @@ from lightning_fl.systems.profiles import ClientProfiles, resolve_profiles
 class SimulatedDevices(FederatedAlgorithm, ABC):
     """Base of callbacks that simulate client devices and decide, before a round trains, who takes part.
 
-    It installs :meth:`participation` as the data module's participation hook, resolves the profiles at fit start
+    It declares ``decides_participation``: the server callback asks :meth:`participation` who trains each round
+    (through its :class:`~lightning_fl.datamodules.plan.PlanRequest`). It resolves the profiles at fit start
     (a preset drawn from ``derive_seed(seed, "profiles", field)``, a file or a :class:`ClientProfiles`) and, unless
     ``flops_per_sample`` is given, counts what a client trains once before the first round: one ``training_step``
     and ``backward`` on a batch of client 0 under ``torch.utils.flop_counter``, on the submodel a client holds when
@@ -39,6 +37,9 @@ class SimulatedDevices(FederatedAlgorithm, ABC):
 
     Subclasses implement :meth:`schedule` (the round's participation) and report their metrics.
     """
+
+    decides_participation = True
+    supports_submodels = True  # the FLOPs and bytes are counted on the submodel a client holds
 
     def __init__(self, profiles: ClientProfiles | str, flops_per_sample: float | None, seed: int | None) -> None:
         super().__init__()
@@ -69,28 +70,13 @@ class SimulatedDevices(FederatedAlgorithm, ABC):
         dm = getattr(trainer, "datamodule", None)
         if not isinstance(dm, FederatedDataModule):
             raise FederatedConfigError(f"{type(self).__name__} needs a FederatedDataModule, got {type(dm).__name__}")
-        owner = getattr(dm.participation, "__self__", None)
-        if dm.participation is not None and owner is not self:
-            taken_by = type(owner).__name__ if owner is not None else repr(dm.participation)
-            raise FederatedConfigError(
-                f"{type(self).__name__} decides who trains each round, but the data module's participation hook is "
-                f"already taken by {taken_by}: use one of them"
-            )
-        dm.participation = self.participation
         self._dm = dm
-
-    @override
-    def teardown(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
-        if self._dm is not None and getattr(self._dm.participation, "__self__", None) is self:
-            self._dm.participation = None
-
-    @override
-    def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        dm = self._dm
-        assert dm is not None
-        seed = self._base_seed(dm)
-        self._profiles = resolve_profiles(self.profiles, dm.num_clients, seed)
         self._module = pl_module
+
+    @override
+    def on_federated_fit_start(self, context: FederatedContext) -> None:
+        super().on_federated_fit_start(context)
+        self._profiles = resolve_profiles(self.profiles, context.datamodule.num_clients, self._base_seed())
 
     def _count_flops(self) -> float:
         """Training FLOPs per sample of what a client trains: the module, or the submodel a client holds when
@@ -100,12 +86,8 @@ class SimulatedDevices(FederatedAlgorithm, ABC):
         indices = dm.client_indices[0][: dm.batch_size]
         batch = next(iter(make_batch_loader(dm.train_dataset, [indices], 0, False)))
         batch = move_data_to_device(batch, pl_module.device)
-        sub = self.fedavg.submodels
-        if sub is None:
+        with self.context.layout.applied(0, 0):
             flops = training_flops_per_sample(pl_module, batch, len(indices))
-        else:
-            with sub.applied(0, 0):
-                flops = training_flops_per_sample(pl_module, batch, len(indices))
         if flops <= 0:
             raise FederatedConfigError(
                 f"counted 0 training FLOPs for {type(pl_module).__name__} (no matmul or convolution): pass "
@@ -113,11 +95,9 @@ class SimulatedDevices(FederatedAlgorithm, ABC):
             )
         return flops
 
-    def _base_seed(self, dm: FederatedDataModule) -> int:
-        if self.seed is not None:
-            return int(self.seed)
-        fedavg_seed = self._fedavg.seed if self._fedavg is not None else None
-        return int(dm.seed if fedavg_seed is None else fedavg_seed)
+    def _base_seed(self) -> int:
+        """This callback's seed, else the federated seed (known from fit start)."""
+        return int(self.seed) if self.seed is not None else self.context.seed
 
     @property
     def client_profiles(self) -> ClientProfiles:
@@ -136,7 +116,7 @@ class SimulatedDevices(FederatedAlgorithm, ABC):
         if self.flops_per_sample is None:
             self.flops_per_sample = self._count_flops()
         if self.payload_estimate is None:
-            self.payload_estimate = self._probe_payloads()
+            self.payload_estimate = self.context.estimate_payload_bytes()
         planned = self.schedule(round_idx)
         self._planned = (round_idx, planned)
         return planned
@@ -145,31 +125,10 @@ class SimulatedDevices(FederatedAlgorithm, ABC):
     def schedule(self, round_idx: int) -> Participation:
         """Simulate the round and return its participation."""
 
-    @torch.no_grad()
-    def _probe_payloads(self) -> tuple[float, float]:
-        fedavg = self.fedavg
-        state = fedavg.state
-        local = self.context.local_names
-        views = state.views
-        sub = fedavg.submodels
-        if sub is not None:  # what a client holds under Federated Dropout, and the seed that says which units
-            small, views = sub.layout.new_flat()
-            sub.gather(state.flat, sub.select(0, 0), small)
-        names = [s.name for s in state.float_specs if s.name not in local]
-        tensors = [v for s, v in zip(state.float_specs, views, strict=True) if s.name not in local]
-        ints = [v for s, v in zip(state.int_specs, state.int_views, strict=True) if s.name not in local]
-        int_bytes = sum(fedavg.uplink.raw.encode(t, 0).nbytes for t in ints)
-        sizes = []
-        for link in (fedavg.downlink, fedavg.uplink):
-            nbytes, _ = copy.deepcopy(link).send(names, tensors, seed=self.context.seed, round_idx=0, client_id=0)
-            sizes.append(float(nbytes + int_bytes))
-        return sizes[0] + (SEED_BYTES if sub is not None else 0), sizes[1]
-
     def _update_payload_estimate(self, round_context: RoundContext) -> None:
-        fedavg = self.fedavg
-        down = fedavg.downlink_bytes_total - self._seen_bytes[0]
-        up = fedavg.uplink_bytes_total - self._seen_bytes[1]
-        self._seen_bytes = (fedavg.downlink_bytes_total, fedavg.uplink_bytes_total)
+        down, up = round_context.downlink_bytes, round_context.uplink_bytes
+        # the running totals of the bytes seen, kept under their old checkpoint key
+        self._seen_bytes = (self._seen_bytes[0] + down, self._seen_bytes[1] + up)
         assert self.payload_estimate is not None
         started, reported = len(round_context.clients), round_context.reported
         self.payload_estimate = (

@@ -94,27 +94,23 @@ class FedBuff(SimulatedDevices):
 
     # ------------------------------------------------------------------ fit start
     @override
-    def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        if trainer.world_size > 1:
+    def on_federated_fit_start(self, context: FederatedContext) -> None:
+        super().on_federated_fit_start(context)
+        if context.world_size > 1:
             raise FederatedConfigError(
                 f"FedBuff simulates one asynchronous server in one process: use devices=1, got world_size="
-                f"{trainer.world_size}"
+                f"{context.world_size}"
             )
-        super().on_fit_start(trainer, pl_module)
-        dm = self._dm
-        assert dm is not None
-        n = dm.num_clients
+        if self.buffer_size > context.datamodule.num_clients:
+            raise FederatedConfigError(
+                f"buffer_size must be in [1, num_clients={context.datamodule.num_clients}], got {self.buffer_size}"
+            )
+        n = context.datamodule.num_clients
         concurrency = self.concurrency if self.concurrency is not None else min(n, 2 * self.buffer_size)
-        if self.buffer_size > n:
-            raise FederatedConfigError(f"buffer_size must be in [1, num_clients={n}], got {self.buffer_size}")
-        self._queue = BufferedAsyncSchedule(n, concurrency, self.buffer_size, self._base_seed(dm))
+        self._queue = BufferedAsyncSchedule(n, concurrency, self.buffer_size, self._base_seed())
         if self._loaded_queue is not None:
             self._queue.load_state_dict(self._loaded_queue)
             self._loaded_queue = None
-
-    @override
-    def on_federated_fit_start(self, context: FederatedContext) -> None:
-        super().on_federated_fit_start(context)
         if self._loaded_versions is not None:
             self._versions = {int(v): t.to(context.state.device) for v, t in self._loaded_versions.items()}
             self._loaded_versions = None
@@ -146,7 +142,7 @@ class FedBuff(SimulatedDevices):
         assert dm is not None and self.flops_per_sample is not None
         steps = step_samples(int(dm.client_sizes[client_id]), dm.batch_size, dm.local_epochs, dm.drop_last)
         samples = float(steps.sum())
-        z = np.random.default_rng(derive_seed(self._base_seed(dm), "fedbuff", "jitter", draw)).standard_normal()
+        z = np.random.default_rng(derive_seed(self._base_seed(), "fedbuff", "jitter", draw)).standard_normal()
         speed = cols["flops_per_second"][client_id] * np.exp(cols["speed_jitter"][client_id] * z)
         return float(ClientTimes(transfer_seconds(down, cols["downlink_bytes_per_second"][client_id]),
                                  step_seconds(self.flops_per_sample, samples, speed),

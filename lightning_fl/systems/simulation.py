@@ -149,7 +149,7 @@ class SystemsSimulation(SimulatedDevices):
             flops_per_sample=self.flops_per_sample, downlink_bytes=self.payload_estimate[0],
             uplink_bytes=self.payload_estimate[1], drop_last=dm.drop_last,
         )
-        schedule = plan_round(round_idx, self._base_seed(dm), self.client_profiles, work, self.rules)
+        schedule = plan_round(round_idx, self._base_seed(), self.client_profiles, work, self.rules)
         self.last_schedule = schedule
         scales = np.ones(len(schedule.clients))
         if self.fednova:

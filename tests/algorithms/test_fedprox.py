@@ -7,7 +7,7 @@ import pytorch_lightning as pl
 import torch
 from conftest import TinyClassifier, quiet_trainer_kwargs
 
-from lightning_fl import FederatedAveraging, FederatedConfigError, FederatedDataModule, FedProx
+from lightning_fl import FederatedAlgorithm, FederatedAveraging, FederatedConfigError, FederatedDataModule, FedProx
 from lightning_fl.datamodules import DirichletPartitioner
 
 
@@ -36,24 +36,25 @@ class GradProbe(pl.Callback):
         self.grads.append([p.grad.detach().clone() for p in pl_module.parameters()])
 
 
-class ProxCheck(pl.Callback):
-    """Runs after FedProx: the gradient grew by exactly mu * (w - w_start)."""
+class ProxCheck(FederatedAlgorithm):
+    """Runs after FedProx: the gradient grew by exactly mu * (w - w_start) (read from the client's context)."""
 
-    def __init__(self, fedavg: FederatedAveraging, before: GradProbe, mu: float) -> None:
-        self.fedavg, self.before, self.mu, self.checked = fedavg, before, mu, 0
+    def __init__(self, before: GradProbe, mu: float) -> None:
+        super().__init__()
+        self.before, self.mu, self.checked = before, mu, 0
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
-        if self.fedavg.current_client is None:
+        client = self.context.round.client
+        if client is None:
             return
-        params, starts = self.fedavg.client_reference()
-        for p, s, g0 in zip(params, starts, self.before.grads[-1], strict=True):
+        for p, s, g0 in zip(client.params, client.start_weights, self.before.grads[-1], strict=True):
             torch.testing.assert_close(p.grad - g0, self.mu * (p.detach() - s), rtol=1e-5, atol=1e-7)
         self.checked += 1
 
 
 def test_gradient_change_equals_mu_times_distance_to_start(tiny_data):
     fedavg, probe = FederatedAveraging(), GradProbe()
-    check = ProxCheck(fedavg, probe, mu=0.5)
+    check = ProxCheck(probe, mu=0.5)
     model = fit(tiny_data, [fedavg, probe, FedProx(mu=0.5), check])
     assert check.checked > 10
     plain = fit(tiny_data, [FederatedAveraging()])

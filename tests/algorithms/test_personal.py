@@ -43,7 +43,7 @@ class Recorder(FederatedAlgorithm):
         self.prefix, self.starts, self.ends = prefix, [], []
 
     def _grab(self):
-        module = self.fedavg.state
+        module = self.context.state
         return [t.detach().clone() for s, t in zip(module.float_specs, module.module_float, strict=True)
                 if s.name.startswith(self.prefix)]
 

@@ -51,7 +51,7 @@ class RecordLR(Callback):
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
-        client = int(self.fedavg.plan.batch_client[batch_idx])
+        client = self.fedavg.round_cursor.client_of(batch_idx)
         if client >= 0:
             lr = trainer.optimizers[0].param_groups[0]["lr"]
             self.lrs.setdefault((trainer.current_epoch, client), []).append(lr)

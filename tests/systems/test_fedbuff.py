@@ -56,7 +56,7 @@ class Versions(FederatedAlgorithm):
         self.globals.append(context.state.flat.clone())
 
     def on_client_start(self, client: ClientContext) -> None:
-        module = self.fedavg.state.module_float
+        module = self.context.state.module_float
         self.starts.append((client.round_idx, client.client_id, torch.cat([t.detach().reshape(-1) for t in module])))
 
     def on_round_end(self, trainer, round_context):

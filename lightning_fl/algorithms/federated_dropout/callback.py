@@ -11,17 +11,10 @@ from typing_extensions import override
 from lightning_fl.algorithms.federated_dropout.groups import DropoutGroup, find_dropout_groups
 from lightning_fl.algorithms.federated_dropout.layout import ClientSubmodels, Per
 from lightning_fl.algorithms.federated_dropout.submodel import SubmodelPlan, module_tensors
-from lightning_fl.algorithms.fedprox import FedProx
-from lightning_fl.algorithms.malicious import MaliciousClients
 from lightning_fl.checks import check_choice, check_fraction
 from lightning_fl.exceptions import FederatedConfigError
 from lightning_fl.federation.algorithm import FederatedAlgorithm, RoundContext
 from lightning_fl.federation.flat import FlatState
-from lightning_fl.systems.devices import SimulatedDevices
-
-# Algorithms whose client-side work does not depend on the shapes of the model's tensors (the simulated devices
-# count the submodel's FLOPs and bytes).
-_COMPATIBLE = (FedProx, MaliciousClients, SimulatedDevices)
 
 
 class FederatedDropout(FederatedAlgorithm):
@@ -44,6 +37,9 @@ class FederatedDropout(FederatedAlgorithm):
     - At the round's end the module points at its full-size storage again, holding the new global model, so
       validation, checkpoints and the fit's result are the full model.
 
+    Every other algorithm in the Trainer must declare ``supports_submodels = True`` (FedProx, MaliciousClients,
+    SystemsSimulation and FedBuff do); stateful codecs (error feedback) are refused.
+
     Args:
         keep: Fraction of units every client keeps, in (0, 1]; each group keeps ``max(1, round(keep * size))``.
         per: ``"client"`` (default): every client draws its own units, so a round trains more of the model;
@@ -56,6 +52,9 @@ class FederatedDropout(FederatedAlgorithm):
         >>> FederatedDropout(keep=0.75).keep
         0.75
     """
+
+    provides_submodels = True
+    supports_submodels = True
 
     def __init__(
         self, keep: float = 0.75, per: Per = "client", groups: Sequence[DropoutGroup | dict[str, Any]] | None = None
@@ -71,20 +70,6 @@ class FederatedDropout(FederatedAlgorithm):
         super().setup(trainer, pl_module, stage)
         if stage != "fit":
             return
-        for callback in trainer.callbacks:  # type: ignore[attr-defined]
-            if isinstance(callback, FederatedAlgorithm) and not isinstance(callback, (FederatedDropout, *_COMPATIBLE)):
-                raise FederatedConfigError(
-                    f"FederatedDropout cannot be combined with {type(callback).__name__}: it keeps or changes "
-                    "full-size per-tensor state while clients hold submodels. Compatible: FedProx, MaliciousClients, "
-                    "SystemsSimulation, FedBuff"
-                )
-        for direction in (self.fedavg.downlink, self.fedavg.uplink):
-            if direction.codec.stateful:
-                raise FederatedConfigError(
-                    f"FederatedDropout cannot be combined with the stateful {direction.direction} codec "
-                    f"{direction.codec!r}: its per-client state (error-feedback residuals) would be added to a "
-                    "different submodel's coordinates in the next round"
-                )
         if self.groups is None:
             self.groups = find_dropout_groups(pl_module)
             if not self.groups:
@@ -94,7 +79,7 @@ class FederatedDropout(FederatedAlgorithm):
                 )
 
     @override
-    def client_submodels(self, pl_module: "pl.LightningModule", state: FlatState, seed: int) -> ClientSubmodels:
+    def client_layout(self, pl_module: "pl.LightningModule", state: FlatState, seed: int) -> ClientSubmodels:
         assert self.groups is not None, "setup() runs before fit start"
         plan = SubmodelPlan(pl_module, self.groups, self.keep)
         self._submodels = ClientSubmodels(state, plan, module_tensors(pl_module), seed, self.per)

@@ -74,7 +74,8 @@ class SubmodelLayout:
 
 
 class ClientSubmodels:
-    """Which submodel each client of a round trains, and the moves between it and the global model.
+    """Which submodel each client of a round trains, and the moves between it and the global model: the runtime's
+    :class:`~lightning_fl.federation.layout.ClientLayout` for Federated Dropout.
 
     Args:
         state: The global state.
@@ -83,6 +84,11 @@ class ClientSubmodels:
         seed: The federated seed; kept units are drawn from ``(seed, "federated_dropout", round[, client])``.
         per: ``"client"``: every client draws its own units; ``"round"``: all clients of a round share them.
     """
+
+    #: Clients hold different coordinates: the server weighs each coordinate by the clients that held it.
+    per_coordinate = True
+    #: The seed that tells a client which units it keeps travels with its model.
+    downlink_extra_bytes = SEED_BYTES
 
     def __init__(
         self, state: FlatState, plan: SubmodelPlan, tensors: dict[str, torch.Tensor], seed: int, per: Per
@@ -95,6 +101,15 @@ class ClientSubmodels:
         self.per = per
         self._kept: list[torch.Tensor] | None = None
         self._cache: tuple[tuple[int, int], torch.Tensor] | None = None
+
+    @property
+    def numel(self) -> int:
+        """Entries of a client's submodel as a flat vector."""
+        return self.layout.numel
+
+    def new_flat(self) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """A zero vector laid out like a client's submodel, with its views."""
+        return self.layout.new_flat()
 
     def select(self, round_idx: int, client_id: int) -> torch.Tensor:
         """Draw the client's kept units; returns their positions in the global flat vector."""

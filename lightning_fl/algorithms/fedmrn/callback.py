@@ -19,7 +19,7 @@ from lightning_fl.codecs.noise_masks import MaskKind, NoiseKind, check_masked_no
 from lightning_fl.exceptions import FederatedConfigError
 from lightning_fl.federation.algorithm import ClientContext, FederatedAlgorithm, FederatedContext
 from lightning_fl.federation.flat import FlatState
-from lightning_fl.seeding import derive_seed, generator
+from lightning_fl.seeding import generator
 
 _MASKABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _ORIGINAL = ".parametrizations.weight.original"
@@ -141,15 +141,12 @@ class MaskedRandomNoise(FederatedAlgorithm):
             mn.to(context.state.device)
 
     def on_client_start(self, client: ClientContext) -> None:
-        plan = self.context.datamodule.current_plan
-        assert plan is not None
-        steps = int((plan.batch_client == client.client_id).sum())
         for name, mn in self._layers.items():
-            mn.start_round(self._noise_seed(client, name), total_steps=max(steps, 1))
+            mn.start_round(self._noise_seed(client, name), total_steps=max(client.num_batches, 1))
 
     def _noise_seed(self, client: ClientContext, name: str) -> int:
         # the seed the uplink link derives for this tensor: the codec regenerates the same noise from it
-        return derive_seed(self.context.seed, "uplink", client.round_idx, client.client_id, name)
+        return self.context.seed_for("uplink", client.round_idx, client.client_id, name)
 
     @override
     def on_train_batch_end(
