@@ -12,7 +12,7 @@ by it at fixed points of a round, in ``order`` (then list order):
    already zeroed), before the uplink codec; it may change the update in place (clipping, attacks);
 5. ``client_weight(client, weight)``: the client's weight in the mean (default its sample count);
 6. ``on_round_synced(round, aggregator)`` on every rank right after the round's all-reduce, before the server
-   step (noise on the sum, the algorithm's own all-reduce);
+   step (noise on the sum; the sums an algorithm declared with ``context.sum_state`` are reduced by then);
 7. ``on_round_end(trainer, round)`` after the new global model is in the module; returns metrics logged with the
    round's ``fl/`` scalars.
 

@@ -127,7 +127,7 @@ class FedBuff(SimulatedDevices):
         if queue.version != round_idx:
             raise FederatedRuntimeError(
                 f"FedBuff's queue is at server update {queue.version} but round {round_idx} was planned; rounds must "
-                "be planned in order (is reload_dataloaders_every_n_epochs=1?)"
+                "be planned in order (was the train loader reused across rounds?)"
             )
         self._clock_before, self._current = queue.now, queue.version
         self._runs = queue.next_update(self._duration)
