@@ -197,21 +197,23 @@ class FedGKTModule(pl.LightningModule):
 
     @override
     def training_step(self, batch: Any, batch_idx: int) -> None:
-        plan = self.round_cursor.plan
-        client_id = int(plan.batch_client[batch_idx])
+        cursor = self.round_cursor
+        client_id = cursor.client_of(batch_idx)
         if client_id < 0:
             return None
         start = time.perf_counter()
         x, y = batch[0], batch[1]
+        plan = cursor.plan
+        assert plan is not None
         ids = torch.from_numpy(plan.batches[batch_idx]).long()
-        if plan.first[batch_idx]:
+        if cursor.is_first(batch_idx):
             check_batch_ids(self._targets, ids, y, batch_idx, plan.round_idx)
             self._start_client(client_id)
         self._client_step(x, y, ids)
-        if plan.last[batch_idx]:
+        if cursor.is_last(batch_idx):
             self._finish_client(client_id)
         self._round.client_seconds += time.perf_counter() - start
-        if batch_idx == plan.num_batches - 1:
+        if cursor.closes_round(batch_idx):
             self._finish_round()
         return None
 
