@@ -75,3 +75,20 @@ def test_the_federated_checks_apply_to_lightning_pytorch_classes(tiny_data):
     plain = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False)
     with pytest.raises(FederatedConfigError, match="strategy must be single-device"):
         _check_strategy(plain)
+
+
+def test_callback_refusals_and_stopped_rounds_recognise_lightning_pytorch_callbacks(tiny_data, tmp_path):
+    on_exception = L.callbacks.OnExceptionCheckpoint(dirpath=str(tmp_path))
+    with pytest.raises(FederatedConfigError, match="OnExceptionCheckpoint"):
+        _fit(L, tiny_data, callbacks=[FederatedAveraging(), on_exception], enable_checkpointing=True)
+
+    class StopInRoundOne(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.current_epoch == 1 and batch_idx == 1:
+                trainer.should_stop = True
+
+    checkpoints = L.callbacks.ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True)
+    server = FederatedAveraging()
+    _, trainer = _fit(L, tiny_data, callbacks=[server, StopInRoundOne(), checkpoints], enable_checkpointing=True)
+    assert server.abandoned_round is not None and server.rounds_completed == 1
+    assert torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)["epoch"] == 0

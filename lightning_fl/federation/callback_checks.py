@@ -8,6 +8,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint, OnExceptionCheckpoint, 
 from torch import nn
 
 from lightning_fl.exceptions import FederatedConfigError
+from lightning_fl.namespaces import both
 
 
 def check_callbacks(trainer: "pl.Trainer") -> None:
@@ -27,16 +28,16 @@ def check_callbacks(trainer: "pl.Trainer") -> None:
             f"round; use check_val_every_n_epoch to validate every k rounds), got a time interval of {interval}s"
         )
     for cb in trainer.callbacks:  # type: ignore[attr-defined]
-        if isinstance(cb, OnExceptionCheckpoint) or (
-            isinstance(cb, ModelCheckpoint) and getattr(cb, "save_on_exception", False)
+        if isinstance(cb, both(OnExceptionCheckpoint)) or (
+            isinstance(cb, both(ModelCheckpoint)) and getattr(cb, "save_on_exception", False)
         ):
-            what = "OnExceptionCheckpoint" if isinstance(cb, OnExceptionCheckpoint) else "save_on_exception=True"
+            what = "OnExceptionCheckpoint" if isinstance(cb, both(OnExceptionCheckpoint)) else "save_on_exception=True"
             raise FederatedConfigError(
                 f"checkpoints on exception are refused, got {what}: an exception stops a round in the middle, the "
                 "round is abandoned and such a checkpoint would record a position no round can resume from; resume "
                 "from the last round-end checkpoint instead (ModelCheckpoint(save_last=True))"
             )
-        if isinstance(cb, StochasticWeightAveraging) and _has_batchnorm(trainer.lightning_module):
+        if isinstance(cb, both(StochasticWeightAveraging)) and _has_batchnorm(trainer.lightning_module):
             raise FederatedConfigError(
                 "StochasticWeightAveraging is refused for a module with BatchNorm layers, got "
                 f"{type(trainer.lightning_module).__name__} with BatchNorm: SWA's BatchNorm-update epoch would run as "

@@ -19,6 +19,8 @@ from typing import Literal
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from lightning_fl.namespaces import both
+
 
 @dataclass(frozen=True)
 class AbandonedRound:
@@ -63,7 +65,7 @@ class CheckpointMute:
     def mute(self, trainer: "pl.Trainer") -> None:
         """Skip the epoch-end, validation-end and train-end saves of the current fit."""
         for cb in trainer.checkpoint_callbacks:
-            if not isinstance(cb, ModelCheckpoint):
+            if not isinstance(cb, both(ModelCheckpoint)):
                 continue
             # ModelCheckpoint's own "already saved at this step" marker: its epoch-end and validation-end saves skip
             cb._last_global_step_saved = trainer.global_step

@@ -43,7 +43,9 @@ def prepare_trainer(trainer: "pl.Trainer") -> None:
             "accumulate_grad_batches must be 1 (accumulation would mix two clients' gradients across a client "
             f"boundary), got {trainer.accumulate_grad_batches}"
         )
-    if trainer.limit_train_batches not in (1.0, None):
+    limit = trainer.limit_train_batches
+    # the integer 1 equals 1.0 but means "one batch per round" to Lightning: only the float 1.0 (or None) is whole
+    if limit is not None and (isinstance(limit, (bool, int)) or limit != 1.0):
         raise FederatedConfigError(
             f"limit_train_batches must be 1.0 (a cut round never aggregates), got {trainer.limit_train_batches}"
         )

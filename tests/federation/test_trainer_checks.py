@@ -26,6 +26,7 @@ def fit(tiny_data, **trainer_overrides):
         ({"reload_dataloaders_every_n_epochs": 2}, r"reload_dataloaders_every_n_epochs must be 1 .*got 2"),
         ({"accumulate_grad_batches": 2}, r"accumulate_grad_batches must be 1.*got 2"),
         ({"limit_train_batches": 0.5}, r"limit_train_batches must be 1.0.*got 0.5"),
+        ({"limit_train_batches": 1}, r"limit_train_batches must be 1.0.*got 1$"),
         ({"val_check_interval": 0.5}, r"val_check_interval must be 1.0.*got 0.5"),
         ({"max_steps": 10}, r"max_steps must be -1.*got 10"),
         ({"enable_checkpointing": True, "callbacks": [ModelCheckpoint(every_n_train_steps=3)]},
