@@ -89,6 +89,6 @@ def test_callback_refusals_and_stopped_rounds_recognise_lightning_pytorch_callba
 
     checkpoints = L.callbacks.ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True)
     server = FederatedAveraging()
-    _, trainer = _fit(L, tiny_data, callbacks=[server, StopInRoundOne(), checkpoints], enable_checkpointing=True)
+    _fit(L, tiny_data, callbacks=[server, StopInRoundOne(), checkpoints], enable_checkpointing=True)
     assert server.abandoned_round is not None and server.rounds_completed == 1
     assert torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)["epoch"] == 0

@@ -247,13 +247,14 @@ class FederatedDataModule(LightningDataModule):
             CheckpointError: Naming every setting that changed.
         """
         saved = state_dict.get("fingerprint")
-        if saved is None:
-            return
+        trainer = self.trainer
+        if saved is None or (trainer is not None and trainer.state.fn != "fit"):
+            return  # test/validate/predict from a checkpoint evaluate its weights: the training data may differ
         if self.train_dataset is None:
             self.setup("fit")
         changes = fingerprint_changes(saved, data_fingerprint(self))
         if changes:
-            path = self.trainer.ckpt_path if self.trainer is not None else None
+            path = trainer.ckpt_path if trainer is not None else None
             raise CheckpointError(
                 f"cannot resume from checkpoint {str(path)!r}: it was written for another data configuration "
                 f"({'; '.join(changes)}); the resumed run would not continue the saved one (per-client state is keyed "

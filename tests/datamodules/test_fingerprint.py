@@ -62,3 +62,13 @@ def test_changed_configuration_is_refused_naming_the_change(tmp_path, saved, cha
     expected = rf"round0.ckpt': it was written for another data configuration \(.*{named}"
     with pytest.raises(CheckpointError, match=expected):
         fit(tmp_path, rounds=2, ckpt_path=saved, **changes)
+
+
+def test_validating_a_checkpoint_on_other_training_settings_is_no_resume(saved):
+    """Only fit resumes: validate/test from a checkpoint evaluate its weights, whatever the training settings."""
+    dm = FederatedDataModule(make_tiny_data(120, seed=0), make_tiny_data(30, seed=1),
+                             partitioner=DirichletPartitioner(num_clients=4, alpha=0.5, seed=0), clients_per_round=2,
+                             batch_size=32)
+    trainer = pl.Trainer(**quiet_trainer_kwargs(callbacks=[FederatedAveraging()]))
+    metrics = trainer.validate(TinyClassifier(), datamodule=dm, ckpt_path=str(saved))
+    assert metrics and "val/acc" in metrics[0]
