@@ -128,7 +128,11 @@ class ClientExchange:
     def _sent_positions(self, deltas: list[torch.Tensor]) -> list[int] | None:
         """Positions (among the shared tensors) of the updates that travel, ``None`` for all: frozen parameters the
         client left unchanged stay home, and the server infers their zero update from a presence bit."""
-        skipped = {j for j, tensor in self._freezable if not tensor.requires_grad and not bool(deltas[j].any())}
+        frozen = [j for j, tensor in self._freezable if not tensor.requires_grad]
+        if not frozen:
+            return None
+        changed = torch.stack([deltas[j].any() for j in frozen]).tolist()  # one device sync, not one per tensor
+        skipped = {j for j, moved in zip(frozen, changed, strict=True) if not moved}
         return [j for j in range(len(deltas)) if j not in skipped] if skipped else None
 
     @torch.no_grad()
