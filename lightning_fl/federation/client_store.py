@@ -109,7 +109,7 @@ class ClientStore(Generic[T]):
 
 
 def merge_by_owner(states: list[dict[int, Any]]) -> dict[int, Any]:
-    """Merge per-rank client maps, keeping each client's entry from rank ``client_id % len(states)``, rank by
+    """Merge per-rank client maps, keeping each client's entry from its owner rank (:func:`owner_rank`), rank by
     rank in each rank's own order (so a rank that reloads its clients finds them in the order it kept them).
 
     Example:
@@ -120,7 +120,7 @@ def merge_by_owner(states: list[dict[int, Any]]) -> dict[int, Any]:
     merged: dict[int, Any] = {}
     for rank, state in enumerate(states):
         for client_id, value in state.items():
-            if client_id % world == rank:
+            if owner_rank(client_id, world) == rank:
                 merged[client_id] = value
     return merged
 
