@@ -40,11 +40,16 @@ class SafeCheckpointIO(CheckpointIO):
         'TorchCheckpointIO'
     """
 
-    def __init__(self, inner: CheckpointIO) -> None:
+    def __init__(self, inner: CheckpointIO, server_key: str | None = None) -> None:
         self.inner = inner
+        self.server_key = server_key
 
     @override
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        """Save with the wrapped IO, stamped with :func:`state_digest` when a server callback's key is known: here,
+        on the final dict, after every callback's and the module's ``on_save_checkpoint`` changed what they will."""
+        if self.server_key is not None:
+            stamp_checkpoint(checkpoint, self.server_key)
         self.inner.save_checkpoint(checkpoint, path, storage_options=storage_options)
 
     @override
@@ -105,11 +110,14 @@ def _unreadable_message(path: Any, err: BaseException) -> str:
     )
 
 
-def install_safe_checkpoint_io(strategy: Any) -> None:
+def install_safe_checkpoint_io(strategy: Any, server_key: str | None = None) -> None:
     """Wrap ``strategy.checkpoint_io`` in a :class:`SafeCheckpointIO` (once; called from the server callback's
-    ``setup``, which runs before Lightning loads ``ckpt_path``)."""
+    ``setup``, which runs before Lightning loads ``ckpt_path``). With ``server_key`` (the server callback's
+    ``state_key``) every saved checkpoint is stamped with its digest."""
     if not isinstance(strategy.checkpoint_io, SafeCheckpointIO):
         strategy.checkpoint_io = SafeCheckpointIO(strategy.checkpoint_io)
+    if server_key is not None:
+        strategy.checkpoint_io.server_key = server_key
 
 
 def _leaves(value: Any, prefix: str) -> Iterator[tuple[str, Any]]:
@@ -180,7 +188,7 @@ def checkpoint_name(trainer: Any) -> str:
 
 def stamp_checkpoint(checkpoint: dict[str, Any], server_key: str) -> None:
     """Store :func:`state_digest` of ``checkpoint``'s weights and server state (``checkpoint["callbacks"][server_key]``)
-    under :data:`DIGEST_KEY` (called from the server callback's ``on_save_checkpoint``)."""
+    under :data:`DIGEST_KEY` (called by :class:`SafeCheckpointIO` as it saves)."""
     server_state = checkpoint.get("callbacks", {}).get(server_key, {})
     checkpoint[DIGEST_KEY] = state_digest(checkpoint.get("state_dict", {}), server_state)
 

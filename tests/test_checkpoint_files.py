@@ -111,3 +111,29 @@ def test_checkpoint_holding_python_objects_is_refused(tiny_data, tmp_path, saved
     torch.save(checkpoint, bad)
     with pytest.raises(CheckpointError, match=r"holds Python objects that a safe \(weights_only=True\) load refuses"):
         resume(tiny_data, tmp_path, bad)
+
+
+class HalfStoredClassifier(TinyClassifier):
+    """Stores its weights as bfloat16 in its own ``on_save_checkpoint`` (which Lightning runs after callbacks')."""
+
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["state_dict"] = {k: v.to(torch.bfloat16) if v.is_floating_point() else v
+                                    for k, v in checkpoint["state_dict"].items()}
+
+
+def test_a_module_that_edits_its_checkpoint_still_resumes(tiny_data, tmp_path):
+    def run(rounds: int, ckpt_path: str | None = None) -> FederatedAveraging:
+        dm = FederatedDataModule(*tiny_data, partitioner=IIDPartitioner(num_clients=6, seed=0), clients_per_round=2,
+                                 batch_size=10, seed=1)
+        fedavg = FederatedAveraging()
+        ckpt = ModelCheckpoint(dirpath=tmp_path, every_n_epochs=1, save_top_k=-1, filename="round{epoch}",
+                               auto_insert_metric_name=False)
+        trainer = pl.Trainer(**quiet_trainer_kwargs(max_epochs=rounds, callbacks=[fedavg, ckpt],
+                                                    enable_checkpointing=True))
+        trainer.fit(HalfStoredClassifier(), datamodule=dm, ckpt_path=ckpt_path)
+        return fedavg
+
+    run(1)
+    saved = torch.load(tmp_path / "round0.ckpt", weights_only=True)
+    assert next(iter(saved["state_dict"].values())).dtype == torch.bfloat16 and DIGEST_KEY in saved
+    assert run(2, str(tmp_path / "round0.ckpt")).rounds_completed == 2

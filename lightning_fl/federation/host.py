@@ -10,7 +10,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
-from lightning_fl.checkpoint import checkpoint_name, install_safe_checkpoint_io, stamp_checkpoint, verify_checkpoint
+from lightning_fl.checkpoint import checkpoint_name, install_safe_checkpoint_io, verify_checkpoint
 from lightning_fl.checks import check_int
 from lightning_fl.codecs.base import Codec
 from lightning_fl.codecs.policy import TensorPolicy
@@ -133,7 +133,7 @@ class FederatedAveraging(Callback):
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         if stage == "fit":
             check_trainer(trainer)
-            install_safe_checkpoint_io(trainer.strategy)  # before Lightning loads ckpt_path
+            install_safe_checkpoint_io(trainer.strategy, self.state_key)  # before Lightning loads ckpt_path
             self._algorithms = find_algorithms(trainer)
             self._world_size = trainer.world_size
             check_capabilities(self._algorithms, (self.downlink, self.uplink))
@@ -290,7 +290,6 @@ class FederatedAveraging(Callback):
         self.round_cursor.refuse_mid_round_checkpoint(
             trainer, "the module holds a client's weights, not the global model"
         )
-        stamp_checkpoint(checkpoint, self.state_key)
 
     @override
     def on_load_checkpoint(
