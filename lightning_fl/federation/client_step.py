@@ -15,6 +15,7 @@ from lightning_fl.federation.context import ClientContext
 from lightning_fl.federation.cursor import RoundCursor
 from lightning_fl.federation.exchange import ClientExchange
 from lightning_fl.federation.flat import FlatState
+from lightning_fl.federation.reduce import RoundReducer
 from lightning_fl.seeding import derive_seed
 from lightning_fl.server.aggregator import Aggregator
 
@@ -40,10 +41,11 @@ class ClientSteps:
         self._warned_nonfinite = False
 
     def bind(self, state: FlatState, exchange: ClientExchange, algorithms: list[FederatedAlgorithm],
-             client_sizes: np.ndarray, seed: int, aggregator: Aggregator) -> None:
-        """What a fit's clients need, known at fit start."""
+             client_sizes: np.ndarray, seed: int, aggregator: Aggregator, reducer: RoundReducer) -> None:
+        """What a fit's clients need, known at fit start; ``reducer`` sums the clients' integer-buffer
+        increments."""
         self.state, self.exchange, self.algorithms = state, exchange, algorithms
-        self.client_sizes, self.seed, self.aggregator = client_sizes, seed, aggregator
+        self.client_sizes, self.seed, self.aggregator, self.reducer = client_sizes, seed, aggregator, reducer
         #: Positions (among the float tensors) of the trainable parameters, for the clients' contexts.
         self._param_positions = [i for i, spec in enumerate(state.float_specs) if spec.is_parameter]
 
@@ -84,7 +86,8 @@ class ClientSteps:
 
     @torch.no_grad()
     def finish(self, client_id: int) -> None:
-        """Send the client's update through the uplink and add it, weighted, to the round's sum."""
+        """Send the client's update through the uplink and add it, weighted, to the round's sum (its integer-buffer
+        increments unweighted, to the reducer's)."""
         exchange = self.exchange
         delta, views = exchange.update()
         # One reduction instead of an elementwise isfinite (100x cheaper): NaN and Inf entries make the sum
@@ -105,7 +108,8 @@ class ClientSteps:
         if update is None:
             self._reject(client_id)
             return
-        self.aggregator.update(update, weight, extra=exchange.int_increments(), coverage=coverage)
+        self.aggregator.update(update, weight, coverage=coverage)
+        self.reducer.add_int_increments(exchange.int_increments())
         self.cursor.leave_client()
 
     def _reject(self, client_id: int) -> None:

@@ -163,8 +163,7 @@ class FederatedAveraging(Callback):
         layout = self._find_layout(pl_module, state)
         self._sub = layout if layout.per_coordinate else None
         self._agg = self.aggregator
-        self._agg.bind(state.numel, state.device, extra_numel=state.int_numel + 4, per_coordinate=self._sub is not None,
-                       dtype=state.dtype)
+        self._agg.bind(state.numel, state.device, per_coordinate=self._sub is not None, dtype=state.dtype)
         local = frozenset(n for a in self._algorithms for n in a.local_tensor_names(pl_module, state))
         wire = WireSelection(state, local)
         own_codecs = [
@@ -177,7 +176,8 @@ class FederatedAveraging(Callback):
             self._pending = None
         self._guard = GuardedServerStep(state, self.server_optimizer)
         context = self._context(trainer, state, dm, local, layout)
-        self._clients.bind(state, self._exchange, self._algorithms, dm.client_sizes, self._seed, self._agg)
+        self._clients.bind(state, self._exchange, self._algorithms, dm.client_sizes, self._seed, self._agg,
+                           self._server_step.reducer)
         self._server_step.bind(state, self._agg, self._algorithms, dm, self.aggregation, self._guard, self._sub,
                                self._schedules, self._exchange)
         for algorithm in self._algorithms:

@@ -42,7 +42,7 @@ class RunTotals:
 @dataclass
 class _RoundSums:
     context: RoundContext
-    extras: torch.Tensor
+    int_increments: torch.Tensor
     down_bytes: int
     up_bytes: int
     rejected: int
@@ -89,7 +89,7 @@ class ServerStep:
     def reduce(self, trainer: "pl.Trainer") -> _RoundSums:
         """Combine all ranks' sums and counters in one all-reduce; tell the algorithms (``on_round_synced``)."""
         tally = self.clients.tally
-        extras, (down_bytes, up_bytes, rejected, senders) = self.reducer.reduce(
+        int_increments, (down_bytes, up_bytes, rejected, senders) = self.reducer.reduce(
             (tally.downlink_bytes, tally.uplink_bytes, tally.rejected, tally.senders))
         plan = self.cursor.plan
         is_last = trainer.current_epoch == (trainer.max_epochs or 0) - 1
@@ -97,7 +97,7 @@ class ServerStep:
                                      down_bytes, up_bytes, senders, rejected)
         for algorithm in self.algorithms:
             algorithm.on_round_synced(round_context, self.aggregator)
-        return _RoundSums(round_context, extras, down_bytes, up_bytes, rejected, senders)
+        return _RoundSums(round_context, int_increments, down_bytes, up_bytes, rejected, senders)
 
     def apply(self, sums: _RoundSums) -> bool:
         """The guarded server step on the round's mean update; returns whether the guard refused it."""
@@ -109,9 +109,8 @@ class ServerStep:
                 stacklevel=3,
             )
             return False
-        n_int = self.state.int_numel
         denominator = float(self.dm.client_sizes.sum()) if self.aggregation == "all" else None
-        increments = sums.extras[:n_int].round().to(torch.int64).to(self.state.int_flat.device)
+        increments = sums.int_increments.round().to(torch.int64).to(self.state.int_flat.device)
         reason = self.guard.step(self.aggregator.compute(denominator), increments)
         if reason is not None:
             self.guard.warn_refused(round_idx, reason)

@@ -28,9 +28,11 @@ __all__ = ["Aggregator", "WeightedMeanAggregator", "is_distributed"]
 class Aggregator(ABC):
     """Accumulates a round's client updates and turns them into one update for the server optimizer.
 
-    Every aggregator counts the updates and sums their weights and an unweighted float64 side vector (integer
-    buffer increments, counters) in its ``extra`` state; subclasses declare what they keep of the updates
-    (:meth:`declare`), add one update (:meth:`accumulate`) and estimate the round's update (:meth:`compute`).
+    Every aggregator counts the updates and sums their weights, plus an optional unweighted float64 side vector
+    for its caller (``extra_numel`` at :meth:`bind`, ``extra=`` at :meth:`update`, read back as :attr:`extras`), in
+    its ``extra`` state; the federated runtime binds no side vector and sums its own integer-buffer increments and
+    counters itself. Subclasses declare what they keep of the updates (:meth:`declare`), add one update
+    (:meth:`accumulate`) and estimate the round's update (:meth:`compute`).
 
     Example:
         >>> class Sum(Aggregator):
@@ -218,8 +220,8 @@ class WeightedMeanAggregator(Aggregator):
         numel: Length of a flat update; ``None`` defers allocation to :meth:`bind` (as
             :class:`~lightning_fl.FederatedAveraging` does).
         device: Where the state lives (default CPU).
-        extra_numel: Length of an optional float64 side vector summed alongside (integer-buffer increments,
-            counters), unweighted.
+        extra_numel: Length of an optional float64 side vector summed alongside, unweighted, for callers that
+            sum values of their own with the updates (the federated runtime uses none).
 
     Example:
         >>> agg = WeightedMeanAggregator(2, torch.device("cpu"))
