@@ -102,7 +102,8 @@ class ClientSteps:
                 algorithm.on_client_update(client, delta, views)
             for algorithm in self.algorithms:
                 weight = algorithm.client_weight(client, weight)
-        nbytes, update, coverage = exchange.upload(self.cursor.plan.round_idx, client_id)
+        nbytes, update, coverage = exchange.upload(self.cursor.plan.round_idx, client_id,
+                                                   changed=client is not None)
         self.tally.uplink_bytes += nbytes
         self.tally.senders += 1
         if update is None:

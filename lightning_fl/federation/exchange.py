@@ -136,8 +136,17 @@ class ClientExchange:
         return [j for j in range(len(deltas)) if j not in skipped] if skipped else None
 
     @torch.no_grad()
-    def upload(self, round_idx: int, client_id: int) -> tuple[int, torch.Tensor | None, torch.Tensor | None]:
+    def upload(
+        self, round_idx: int, client_id: int, changed: bool = True
+    ) -> tuple[int, torch.Tensor | None, torch.Tensor | None]:
         """Send the (possibly changed) update through the uplink.
+
+        Args:
+            round_idx: The round.
+            client_id: The client.
+            changed: Whether anything (an algorithm) may have changed the update since the client checked it was
+                finite; with ``False`` and a lossless uplink the server's check of what it decodes is skipped (it
+                would sum the same tensor again).
 
         Returns:
             ``(bytes, update, coverage)``: the full-size update the server decodes (``None`` when it is not
@@ -166,7 +175,7 @@ class ClientExchange:
             update = self._received
         # the server's check of what it decoded: an update algorithms scaled to overflow (an attack), or a codec
         # that decoded to garbage (e.g. fp16 overflow)
-        if not bool(torch.isfinite(update.sum())):
+        if (changed or not self.uplink.lossless) and not bool(torch.isfinite(update.sum())):
             return nbytes, None, None
         if self.sub is None:
             return nbytes, update, None
