@@ -11,7 +11,6 @@ from typing_extensions import override
 from lightning_fl.exceptions import FederatedConfigError
 from lightning_fl.federation.algorithm import ClientContext, FederatedAlgorithm, FederatedContext, RoundContext
 from lightning_fl.federation.client_store import ClientStore
-from lightning_fl.server.aggregator import Aggregator
 
 
 class Scaffold(FederatedAlgorithm):
@@ -134,10 +133,12 @@ class Scaffold(FederatedAlgorithm):
 
     @override
     @torch.no_grad()
-    def on_round_synced(self, round_context: RoundContext, aggregator: Aggregator) -> None:
+    def on_round_end(self, trainer: "pl.Trainer", round_context: RoundContext) -> dict[str, float]:
         assert self.server_control is not None
-        # c += |S|/N * mean(delta c_i) = sum(delta c_i) / N
-        self.server_control.add_(self._delta_sum, alpha=1.0 / self.context.datamodule.num_clients)
+        if not round_context.refused:  # a refused round keeps the server's state, its control variate included
+            # c += |S|/N * mean(delta c_i) = sum(delta c_i) / N (the sum was reduced in the round's all-reduce)
+            self.server_control.add_(self._delta_sum, alpha=1.0 / self.context.datamodule.num_clients)
+        return {}
 
     @property
     def bytes_per_client(self) -> int:

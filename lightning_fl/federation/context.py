@@ -111,6 +111,8 @@ class RoundContext:
         uplink_bytes: Payload bytes the round's clients sent back (all ranks).
         senders: Clients that sent an update (all ranks; rejected ones included).
         rejected: Client updates dropped as not finite (all ranks).
+        refused: Whether the server refused the round (a non-finite aggregate or server step: the global model
+            was kept); known from ``on_round_end`` on, ``False`` in ``on_round_synced``.
     """
 
     round_idx: int
@@ -121,3 +123,4 @@ class RoundContext:
     uplink_bytes: int
     senders: int
     rejected: int
+    refused: bool = False

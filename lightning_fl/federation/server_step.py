@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -138,8 +139,9 @@ class ServerStep:
             round_seconds=time.perf_counter() - self._round_start_time,
         )
         metrics = stats.metrics()
+        context = dataclasses.replace(sums.context, refused=refused)
         for algorithm in self.algorithms:
-            metrics.update(algorithm.on_round_end(trainer, sums.context))
+            metrics.update(algorithm.on_round_end(trainer, context))
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=stats.round_idx)
         totals.history.append(metrics)

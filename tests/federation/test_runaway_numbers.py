@@ -100,3 +100,14 @@ def test_update_made_non_finite_by_an_algorithm_is_rejected_by_the_server(tiny_d
     assert [h["fl/rejected_rounds"] for h in fedavg.history] == [0.0, 0.0]
     assert all(bool(torch.isfinite(t).all()) for t in model.state_dict().values() if t.is_floating_point())
     assert any(not torch.equal(t, start[k]) for k, t in model.state_dict().items())
+
+
+def test_a_refused_round_keeps_scaffolds_server_control(tiny_data):
+    from lightning_fl import Scaffold
+
+    with pytest.warns(RuntimeWarning, match=r"round 1 was refused"):
+        fit(tiny_data, broken := Scaffold(), server_optimizer=NaNAfterAdam(bad_steps=(1,)), rounds=2)
+    fit(tiny_data, one_round := Scaffold(), server_optimizer=ServerAdam(lr=0.05), rounds=1)
+    assert broken.server_control is not None and one_round.server_control is not None
+    assert bool(one_round.server_control.abs().sum() > 0)
+    assert torch.equal(broken.server_control, one_round.server_control)
