@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -218,6 +219,12 @@ class RoundPlan:
     def num_padding_batches(self) -> int:
         """Batches whose effect is discarded, added so every rank runs the same number of batches."""
         return int((self.batch_client < 0).sum())
+
+    @cached_property
+    def client_num_batches(self) -> dict[int, int]:
+        """The number of batches (local steps) of each client of this rank, counted once per plan."""
+        ids, counts = np.unique(self.batch_client[self.batch_client >= 0], return_counts=True)
+        return dict(zip(ids.tolist(), counts.tolist(), strict=True))
 
 
 def client_batches(

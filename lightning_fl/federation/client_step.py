@@ -79,7 +79,7 @@ class ClientSteps:
             round_idx=round_idx,
             client_id=client_id,
             num_samples=int(self.client_sizes[client_id]),
-            num_batches=int(np.count_nonzero(plan.batch_client == client_id)),
+            num_batches=plan.client_num_batches[client_id],
             params=[state.module_float[i] for i in self._param_positions],
             start_weights=[starts[i] for i in self._param_positions],
         )

@@ -37,7 +37,7 @@ from lightning_fl.federation.schedulers import StepSchedules, install_stepping_e
 from lightning_fl.federation.server_step import RunTotals, ServerStep
 from lightning_fl.federation.step_axis import RoundStepAxis
 from lightning_fl.federation.stopped_round import AbandonedRound, CheckpointMute
-from lightning_fl.federation.trainer_checks import check_trainer
+from lightning_fl.federation.trainer_checks import prepare_trainer
 from lightning_fl.federation.wire import WireSelection
 from lightning_fl.namespaces import Callback
 from lightning_fl.seeding import derive_seed
@@ -132,7 +132,7 @@ class FederatedAveraging(Callback):
     @override
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         if stage == "fit":
-            check_trainer(trainer)
+            prepare_trainer(trainer)
             install_safe_checkpoint_io(trainer.strategy, self.state_key)  # before Lightning loads ckpt_path
             self._algorithms = find_algorithms(trainer)
             self._world_size = trainer.world_size

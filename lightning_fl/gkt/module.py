@@ -27,7 +27,7 @@ from lightning_fl.codecs.base import Codec
 from lightning_fl.datamodules.federated import FederatedDataModule
 from lightning_fl.exceptions import FederatedConfigError
 from lightning_fl.federation.cursor import RoundCursor, log_round_step
-from lightning_fl.federation.trainer_checks import check_trainer
+from lightning_fl.federation.trainer_checks import prepare_trainer
 from lightning_fl.gkt.config import check_gkt_args, check_gkt_trainer, make_optimizer
 from lightning_fl.gkt.cost import edge_cost
 from lightning_fl.gkt.evaluation import GKTEvaluator, accuracy_counts, client_models
@@ -158,7 +158,7 @@ class FedGKTModule(pl.LightningModule):
     def setup(self, stage: str) -> None:
         dm = self.trainer.datamodule  # type: ignore[attr-defined]
         if stage == "fit":
-            check_trainer(self.trainer)
+            prepare_trainer(self.trainer)
             check_gkt_trainer(self.trainer)
             install_safe_checkpoint_io(self.trainer.strategy)  # weights-only loads, clear errors for corrupt files
         if not isinstance(dm, FederatedDataModule):
