@@ -37,6 +37,7 @@ from typing_extensions import override
 
 from lightning_fl.datamodules.plan import Participation, RoundDriver
 from lightning_fl.exceptions import FederatedConfigError, FederatedRuntimeError
+from lightning_fl.federation.cohort_context import CohortContext
 from lightning_fl.federation.context import ClientContext, FederatedContext, RoundContext
 from lightning_fl.namespaces import Callback
 
@@ -152,6 +153,11 @@ class FederatedAlgorithm(Callback):
     def load_client_tensors(self, client_id: int) -> None:
         """Write the client's own tensors (those that never leave it) into the module (used to evaluate a client's
         personal model as well as at its start)."""
+
+    def on_before_cohort_step(self, cohort: CohortContext) -> None:
+        """Vectorized mode: before each optimizer step of a chunk of clients trained at once, with each client's
+        gradient in its slot of ``cohort.params[i].grad``. An algorithm that acts on a client's optimizer steps
+        (``on_before_optimizer_step`` and the like) implements this too, or is refused in vectorized mode."""
 
     def on_client_update(self, client: ClientContext, update: torch.Tensor, views: list[torch.Tensor]) -> None:
         """The client's flat ``update`` (``views``: per tensor), before the uplink codec; may change it in place."""
