@@ -64,6 +64,9 @@ class FederatedAlgorithm(Callback):
       it may run next to a ``provides_submodels`` algorithm (it sees the clients' submodels).
     - ``decides_participation``: :meth:`participation` decides who trains each round (simulated devices); at most
       one.
+    - ``supports_cohorts``: whether it works when a round's clients are trained at once (``vectorize``): ``True``
+      or ``False`` declares it; ``None`` (default) decides by inspection: refused when it overrides a Lightning
+      per-step hook (``on_before_optimizer_step`` and the like) without :meth:`on_before_cohort_step`.
 
     Example:
         >>> class CountClients(FederatedAlgorithm):
@@ -81,6 +84,7 @@ class FederatedAlgorithm(Callback):
     provides_submodels: ClassVar[bool] = False
     supports_submodels: ClassVar[bool] = False
     decides_participation: ClassVar[bool] = False
+    supports_cohorts: ClassVar[bool | None] = None
 
     def __init__(self) -> None:
         self._context: FederatedContext | None = None
