@@ -155,6 +155,16 @@ class Codec(ABC):
         if payload.codec != self.name:
             raise PayloadError(f"{self.name} cannot decode a payload produced by {payload.codec!r}")
 
+    def check_payload_for(self, payload: Payload, shape: tuple[int, ...], dtype: torch.dtype) -> None:
+        """Refuse, before decoding, a payload that cannot decode to a tensor of ``shape`` and ``dtype`` (an
+        untrusted payload from a network). The base class checks only the codec tag; codecs refine it so that a
+        header claiming another shape, or a body of the wrong length, is refused without allocating.
+
+        Raises:
+            PayloadError: If the payload cannot be a valid encoding of such a tensor.
+        """
+        self.check_payload(payload)
+
     def state_dict(self) -> dict[str, Any]:
         """Per-stream state that must survive a checkpoint (empty for stateless codecs)."""
         return {}
