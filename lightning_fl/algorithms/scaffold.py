@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from typing_extensions import override
 
-from lightning_fl.exceptions import FederatedConfigError
+from lightning_fl.algorithms.cohort_ops import add_to_active, steps_parameters
+from lightning_fl.exceptions import FederatedConfigError, FederatedRuntimeError
 from lightning_fl.federation.algorithm import ClientContext, FederatedAlgorithm, FederatedContext, RoundContext
 from lightning_fl.federation.client_store import ClientStore
+from lightning_fl.federation.cohort_context import CohortContext
+from lightning_fl.federation.flat import TensorSpec
 
 
 class Scaffold(FederatedAlgorithm):
@@ -36,6 +40,12 @@ class Scaffold(FederatedAlgorithm):
 
     The client optimizer must have one learning rate for all its parameter groups (the weights of the mean).
 
+    Vectorized mode (``FederatedAveraging(vectorize=...)``, a chunk of ``K`` clients trained at once): every client's
+    ``c_i`` is loaded at its start and kept by client, the chunk's corrections ``c - c_i`` and running sums of raw
+    gradients are stacked ``[K, P]`` (slot ``k`` is client ``k``'s; active slots only), and a client's ``c_i+`` is
+    read from its own slot at its update: each client gets exactly what sequential mode gives it. This takes three
+    ``[K, P]`` tensors on the module's device for the chunk's duration.
+
     Args:
         max_clients: Keep the variates of at most this many clients per process (``None``: all).
 
@@ -45,6 +55,7 @@ class Scaffold(FederatedAlgorithm):
     """
 
     keeps_client_state = True
+    supports_cohorts = True  # the correction and the running sums per slot: on_before_cohort_step
 
     def __init__(self, max_clients: int | None = None) -> None:
         super().__init__()
@@ -52,11 +63,16 @@ class Scaffold(FederatedAlgorithm):
         self.server_control: torch.Tensor | None = None
         self._loaded_server_control: torch.Tensor | None = None
         self._lr_sum = 0.0
+        self._optimizer: torch.optim.Optimizer | None = None
+        #: Clients started and not yet updated: the variate each started from (``None``: zero), by client.
+        self._started: dict[int, torch.Tensor | None] = {}
+        self._cohort: _CohortSums | None = None
 
     @override
     def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if len(trainer.optimizers) != 1:
             raise FederatedConfigError(f"Scaffold needs exactly one client optimizer, got {len(trainer.optimizers)}")
+        self._optimizer = trainer.optimizers[0]  # its learning rate weighs the gradients of cohort steps
 
     @override
     def on_federated_fit_start(self, context: FederatedContext) -> None:
@@ -77,7 +93,7 @@ class Scaffold(FederatedAlgorithm):
         self._grad_sum = torch.zeros_like(self.server_control)
         # sum of (c_i+ - c_i) over the round's clients: summed over ranks in the round's one all-reduce
         self._delta_sum = context.sum_state("scaffold_control_delta", p, state.dtype)
-        specs = [s for s in state.float_specs if s.is_parameter]
+        self._specs = specs = [s for s in state.float_specs if s.is_parameter]
         self._params = state.module_float[: len(specs)]
         self._correction_views = [self._correction[s.offset : s.offset + s.numel].view(s.shape) for s in specs]
         self._grad_sum_views = [self._grad_sum[s.offset : s.offset + s.numel].view(s.shape) for s in specs]
@@ -89,6 +105,7 @@ class Scaffold(FederatedAlgorithm):
     def on_client_start(self, client: ClientContext) -> None:
         assert self.server_control is not None
         stored = self.client_controls.get(client.client_id)
+        self._started[client.client_id] = stored  # kept by client: a cohort's clients all start before its steps
         if stored is None:
             self._client_control.zero_()
         else:
@@ -102,14 +119,9 @@ class Scaffold(FederatedAlgorithm):
     def on_before_optimizer_step(
         self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", optimizer: torch.optim.Optimizer
     ) -> None:
-        if self.context.round.client is None:
-            return  # a padding batch, whose effect is discarded
-        lrs = {float(group["lr"]) for group in optimizer.param_groups}
-        if len(lrs) != 1:
-            raise FederatedConfigError(
-                f"Scaffold needs one learning rate for all parameter groups, got {sorted(lrs)}"
-            )
-        lr = lrs.pop()
+        if self.context.round.client is None or not steps_parameters(optimizer, self._params):
+            return  # a padding batch, whose effect is discarded, or a cohort step (on_before_cohort_step)
+        lr = _one_lr(optimizer)
         self._lr_sum += lr
         found = [
             (p.grad, c, s)
@@ -123,18 +135,69 @@ class Scaffold(FederatedAlgorithm):
 
     @override
     @torch.no_grad()
+    def on_before_cohort_step(self, cohort: CohortContext) -> None:
+        """Per active slot: the raw gradient into the slot's running sum (weighted by the step's learning rate),
+        then ``c - c_i`` of the slot's client added to it."""
+        if not cohort.clients:
+            return
+        if self._optimizer is None:
+            raise FederatedRuntimeError("Scaffold got a cohort step before fit start")
+        sums = self._cohort_sums(cohort)
+        lr = _one_lr(self._optimizer)
+        for slot, active in enumerate(cohort.active.tolist()):
+            if active:
+                sums.lr_sums[slot] += lr
+        found = [(p.grad, c, s) for p, c, s in zip(cohort.params, sums.correction_views, sums.grad_sum_views,
+                                                     strict=True) if p.grad is not None]
+        if found:
+            grads = [g for g, _, _ in found]
+            add_to_active([s for _, _, s in found], grads, cohort.active, alpha=lr)  # the raw gradient, for c_i+
+            add_to_active(grads, [c for _, c, _ in found], cohort.active)
+
+    def _cohort_sums(self, cohort: CohortContext) -> _CohortSums:
+        """The running sums of the cohort's clients: new at a chunk's first step (its clients have all started)."""
+        ids = cohort.client_ids
+        started = [c in self._started for c in ids]
+        if all(started):
+            assert self.server_control is not None
+            controls = [self._started.pop(c) for c in ids]
+            self._cohort = _CohortSums.start(ids, controls, self.server_control, self._specs)
+        elif any(started) or self._cohort is None or self._cohort.client_ids != ids:
+            raise FederatedRuntimeError(
+                f"Scaffold got a cohort step for clients {ids}, but only {[c for c in ids if c in self._started]} "
+                "started (on_client_start) and the chunk in training is "
+                f"{None if self._cohort is None else self._cohort.client_ids}"
+            )
+        return self._cohort
+
+    @override
+    @torch.no_grad()
     def on_client_update(self, client: ClientContext, update: torch.Tensor, views: list[torch.Tensor]) -> None:
-        assert self.server_control is not None
-        if self._lr_sum <= 0.0:
+        cohort = self._cohort
+        slot = None if cohort is None else cohort.slots.pop(client.client_id, None)
+        if cohort is None or slot is None:
+            self._started.pop(client.client_id, None)
+            self._finish_client(client.client_id, self._grad_sum, self._lr_sum, self._client_control)
+            return
+        self._finish_client(client.client_id, cohort.grad_sums[slot], cohort.lr_sums[slot], cohort.controls[slot])
+        if not cohort.slots:
+            self._cohort = None  # the chunk's clients are all done: free its sums
+
+    def _finish_client(self, client_id: int, grad_sum: torch.Tensor, lr_sum: float, control: torch.Tensor) -> None:
+        """``c_i+``, the lr-weighted mean of the client's raw gradients, into the store and the round's delta sum
+        (``control``: the ``c_i`` it started from)."""
+        if lr_sum <= 0.0:
             return  # no local step: c_i stays
-        new = self._grad_sum / self._lr_sum  # the lr-weighted mean of the client's raw gradients
-        self._delta_sum.add_(new).sub_(self._client_control)
-        self.client_controls.put(client.client_id, new.to("cpu"))
+        new = grad_sum / lr_sum
+        self._delta_sum.add_(new).sub_(control)
+        self.client_controls.put(client_id, new.to("cpu"))
 
     @override
     @torch.no_grad()
     def on_round_end(self, trainer: "pl.Trainer", round_context: RoundContext) -> dict[str, float]:
         assert self.server_control is not None
+        self._started.clear()  # clients whose update was rejected (not finite) never reached on_client_update
+        self._cohort = None
         if not round_context.refused:  # a refused round keeps the server's state, its control variate included
             # c += |S|/N * mean(delta c_i) = sum(delta c_i) / N (the sum was reduced in the round's all-reduce)
             self.server_control.add_(self._delta_sum, alpha=1.0 / self.context.datamodule.num_clients)
@@ -158,3 +221,54 @@ class Scaffold(FederatedAlgorithm):
         self._loaded_server_control = state_dict["server_control"]
         self.server_control = None
         self.client_controls.load_state_dict(state_dict["client_controls"])
+
+
+def _one_lr(optimizer: torch.optim.Optimizer) -> float:
+    """The optimizer's learning rate, which must be the same in all its parameter groups.
+
+    Raises:
+        FederatedConfigError: On several learning rates.
+    """
+    lrs = {float(group["lr"]) for group in optimizer.param_groups}
+    if len(lrs) != 1:
+        raise FederatedConfigError(f"Scaffold needs one learning rate for all parameter groups, got {sorted(lrs)}")
+    return lrs.pop()
+
+
+@dataclass
+class _CohortSums:
+    """A chunk's clients' SCAFFOLD state while they train at once: slot ``k`` of every tensor is client
+    ``client_ids[k]``'s (``[K, P]``, ``P`` trainable parameter entries)."""
+
+    client_ids: list[int]
+    #: Slot of each client whose update has not been read yet.
+    slots: dict[int, int]
+    #: Each client's ``c_i`` as it started.
+    controls: torch.Tensor
+    #: ``c - c_i`` per slot, and its views shaped ``[K, *shape]`` per trainable parameter.
+    correction: torch.Tensor
+    #: Sum over the slot's steps of ``lr * raw gradient``, and its views.
+    grad_sums: torch.Tensor
+    #: Sum over the slot's steps of ``lr``.
+    lr_sums: list[float]
+    correction_views: list[torch.Tensor] = field(default_factory=list)
+    grad_sum_views: list[torch.Tensor] = field(default_factory=list)
+
+    @classmethod
+    @torch.no_grad()
+    def start(cls, client_ids: list[int], controls: list[torch.Tensor | None], server_control: torch.Tensor,
+              specs: list[TensorSpec]) -> _CohortSums:
+        """Zero sums and the corrections of clients that start from ``controls`` (``None``: zero)."""
+        k = len(client_ids)
+        stacked = server_control.new_zeros(k, server_control.numel())
+        for slot, control in enumerate(controls):
+            if control is not None:
+                stacked[slot].copy_(control)
+        correction = torch.sub(server_control.expand_as(stacked), stacked)
+        grad_sums = torch.zeros_like(stacked)
+        return cls(
+            client_ids=list(client_ids), slots={c: i for i, c in enumerate(client_ids)}, controls=stacked,
+            correction=correction, grad_sums=grad_sums, lr_sums=[0.0] * k,
+            correction_views=[correction[:, s.offset : s.offset + s.numel].view(k, *s.shape) for s in specs],
+            grad_sum_views=[grad_sums[:, s.offset : s.offset + s.numel].view(k, *s.shape) for s in specs],
+        )
