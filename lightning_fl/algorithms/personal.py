@@ -21,6 +21,10 @@ class _LocalModules(FederatedAlgorithm, ABC):
     """Keeps some modules' parameters and buffers on the clients; subclasses say which modules."""
 
     keeps_client_state = True
+    # All client work is per client: on_client_start writes the client's own tensors into the module (the runtime
+    # stacks the module as each client starts) and on_client_update reads them back (the runtime writes the client's
+    # slot into the module first); nothing acts on a local step.
+    supports_cohorts = True
 
     def __init__(self, max_clients: int | None = None) -> None:
         super().__init__()

@@ -52,6 +52,8 @@ class PersonalizedEvaluation(FederatedAlgorithm):
         3
     """
 
+    supports_cohorts = True  # evaluates the global model after the round, with its own loop and optimizer
+
     def __init__(self, every_n_rounds: int = 1, finetune_steps: int = 5, lr: float | None = None) -> None:
         super().__init__()
         self.every_n_rounds = check_int("every_n_rounds", every_n_rounds, low=1)

@@ -52,6 +52,8 @@ class DifferentialPrivacy(FederatedAlgorithm):
     """
 
     order = 20
+    # clipping, weights and noise act on each client's update and on the round's sum, never on a local step
+    supports_cohorts = True
 
     def __init__(self, clip_norm: float = 1.0, noise_multiplier: float = 1.0, delta: float = 1e-5) -> None:
         super().__init__()

@@ -40,6 +40,9 @@ class SimulatedDevices(FederatedAlgorithm, ABC):
 
     decides_participation = True
     supports_submodels = True  # the FLOPs and bytes are counted on the submodel a client holds
+    # Participation (who trains, each client's number of local steps) is decided before the round, update scaling in
+    # on_client_update and the clock at the round's end: nothing acts on a local step.
+    supports_cohorts = True
 
     def __init__(self, profiles: ClientProfiles | str, flops_per_sample: float | None, seed: int | None) -> None:
         super().__init__()

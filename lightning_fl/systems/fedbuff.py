@@ -64,6 +64,11 @@ class FedBuff(SimulatedDevices):
         'polynomial'
     """
 
+    # Each client's older start is given per client (client_start_weights, which the runtime downloads at that
+    # client's start) and its staleness weight applied in on_client_update: stacked clients may start from different
+    # model versions.
+    supports_cohorts = True
+
     def __init__(
         self,
         buffer_size: int = 10,

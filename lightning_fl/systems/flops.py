@@ -30,7 +30,8 @@ def training_flops_per_sample(module: pl.LightningModule, batch: Any, batch_samp
 
     Counts matrix multiplications and convolutions (``torch.utils.flop_counter``: elementwise operations are not
     counted) and leaves the module exactly as it was: parameters, buffers (BatchNorm statistics) and gradients.
-    The optimizer step is not counted.
+    The optimizer step is not counted. The module class's own ``training_step`` is counted, one client's step, even
+    while the runtime has replaced it on the instance (vectorized training runs a chunk of clients through it).
 
     Args:
         module: A module with automatic optimization whose ``training_step`` returns the loss.
@@ -55,7 +56,7 @@ def training_flops_per_sample(module: pl.LightningModule, batch: Any, batch_samp
     grads = {name: None if p.grad is None else p.grad.clone() for name, p in module.named_parameters()}
     try:
         with _without_logging(module), FlopCounterMode(display=False) as counter, torch.enable_grad():
-            out = module.training_step(batch, 0)
+            out = type(module).training_step(module, batch, 0)
             loss = out["loss"] if isinstance(out, dict) else out
             if not isinstance(loss, torch.Tensor) or not loss.requires_grad:
                 raise FederatedConfigError(

@@ -55,6 +55,10 @@ class FederatedDropout(FederatedAlgorithm):
 
     provides_submodels = True
     supports_submodels = True
+    # Works with stacked clients: this callback has no per-step hook, its client work is the layout's (cut at the
+    # client's download, scatter at its upload, both per client), and every client's submodel has the same shapes
+    # (SubmodelPlan.small_shape depends on keep only, not on the units drawn), so a chunk's clients stack.
+    supports_cohorts = True
 
     def __init__(
         self, keep: float = 0.75, per: Per = "client", groups: Sequence[DropoutGroup | dict[str, Any]] | None = None

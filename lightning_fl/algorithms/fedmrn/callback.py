@@ -52,6 +52,11 @@ class MaskedRandomNoise(FederatedAlgorithm):
         0.005
     """
 
+    # Refused in vectorized mode: each layer's parametrization (MaskedNoise) holds one client's noise, seeded at that
+    # client's start, and a step counter for progressive masking advanced per step; a chunk of stacked clients would
+    # all train under the noise of the client that started last.
+    supports_cohorts = False
+
     def __init__(
         self,
         mask: MaskKind = "binary",
