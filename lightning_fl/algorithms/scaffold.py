@@ -66,7 +66,8 @@ class Scaffold(FederatedAlgorithm):
         self._optimizer: torch.optim.Optimizer | None = None
         #: Clients started and not yet updated: the variate each started from (``None``: zero), by client.
         self._started: dict[int, torch.Tensor | None] = {}
-        self._cohort: _CohortSums | None = None
+        #: Vectorized mode: the running sums of the chunks in training, by their clients (in slot order).
+        self._cohorts: dict[tuple[int, ...], _CohortSums] = {}
 
     @override
     def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
@@ -156,32 +157,33 @@ class Scaffold(FederatedAlgorithm):
 
     def _cohort_sums(self, cohort: CohortContext) -> _CohortSums:
         """The running sums of the cohort's clients: new at a chunk's first step (its clients have all started)."""
-        ids = cohort.client_ids
+        ids = tuple(cohort.client_ids)
         started = [c in self._started for c in ids]
         if all(started):
             assert self.server_control is not None
             controls = [self._started.pop(c) for c in ids]
-            self._cohort = _CohortSums.start(ids, controls, self.server_control, self._specs)
-        elif any(started) or self._cohort is None or self._cohort.client_ids != ids:
+            self._cohorts[ids] = _CohortSums.start(list(ids), controls, self.server_control, self._specs)
+        elif any(started) or ids not in self._cohorts:
             raise FederatedRuntimeError(
-                f"Scaffold got a cohort step for clients {ids}, but only {[c for c in ids if c in self._started]} "
-                "started (on_client_start) and the chunk in training is "
-                f"{None if self._cohort is None else self._cohort.client_ids}"
+                f"Scaffold got a cohort step for clients {list(ids)}, but only "
+                f"{[c for c in ids if c in self._started]} started (on_client_start); chunks in training: "
+                f"{[list(k) for k in self._cohorts]}"
             )
-        return self._cohort
+        return self._cohorts[ids]
 
     @override
     @torch.no_grad()
     def on_client_update(self, client: ClientContext, update: torch.Tensor, views: list[torch.Tensor]) -> None:
-        cohort = self._cohort
-        slot = None if cohort is None else cohort.slots.pop(client.client_id, None)
-        if cohort is None or slot is None:
+        key = next((k for k, sums in self._cohorts.items() if client.client_id in sums.slots), None)
+        if key is None:  # sequential mode (or a client that took no cohort step: its sums are zero)
             self._started.pop(client.client_id, None)
             self._finish_client(client.client_id, self._grad_sum, self._lr_sum, self._client_control)
             return
+        cohort = self._cohorts[key]
+        slot = cohort.slots.pop(client.client_id)
         self._finish_client(client.client_id, cohort.grad_sums[slot], cohort.lr_sums[slot], cohort.controls[slot])
         if not cohort.slots:
-            self._cohort = None  # the chunk's clients are all done: free its sums
+            del self._cohorts[key]  # the chunk's clients are all done: free its sums
 
     def _finish_client(self, client_id: int, grad_sum: torch.Tensor, lr_sum: float, control: torch.Tensor) -> None:
         """``c_i+``, the lr-weighted mean of the client's raw gradients, into the store and the round's delta sum
@@ -197,7 +199,7 @@ class Scaffold(FederatedAlgorithm):
     def on_round_end(self, trainer: "pl.Trainer", round_context: RoundContext) -> dict[str, float]:
         assert self.server_control is not None
         self._started.clear()  # clients whose update was rejected (not finite) never reached on_client_update
-        self._cohort = None
+        self._cohorts.clear()
         if not round_context.refused:  # a refused round keeps the server's state, its control variate included
             # c += |S|/N * mean(delta c_i) = sum(delta c_i) / N (the sum was reduced in the round's all-reduce)
             self.server_control.add_(self._delta_sum, alpha=1.0 / self.context.datamodule.num_clients)

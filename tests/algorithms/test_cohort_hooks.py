@@ -216,7 +216,7 @@ def test_scaffold_slot_gets_what_the_client_gets_alone_and_its_own_new_variate()
     # the round's sum of c_i+ - c_i: the same terms, added in another order
     torch.testing.assert_close(together_sums["scaffold_control_delta"], alone_sums["scaffold_control_delta"],
                                rtol=0, atol=1e-12)
-    assert together._cohort is None and not together._started  # the chunk's stacked sums were freed
+    assert not together._cohorts and not together._started  # the chunk's stacked sums were freed
 
 
 def test_scaffold_refuses_a_cohort_whose_clients_did_not_start():
