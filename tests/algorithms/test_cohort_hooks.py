@@ -12,6 +12,7 @@ import importlib
 import pkgutil
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -21,7 +22,7 @@ import lightning_fl
 from lightning_fl import FedProx, MaliciousClients, Scaffold
 from lightning_fl.federation.algorithm import FederatedAlgorithm
 from lightning_fl.federation.cohort_context import CohortContext
-from lightning_fl.federation.context import ClientContext, FederatedContext
+from lightning_fl.federation.context import ClientContext, FederatedContext, RoundContext
 from lightning_fl.federation.cursor import RoundCursor
 from lightning_fl.federation.flat import FlatState
 from lightning_fl.systems import training_flops_per_sample
@@ -217,6 +218,47 @@ def test_scaffold_slot_gets_what_the_client_gets_alone_and_its_own_new_variate()
     torch.testing.assert_close(together_sums["scaffold_control_delta"], alone_sums["scaffold_control_delta"],
                                rtol=0, atol=1e-12)
     assert not together._cohorts and not together._started  # the chunk's stacked sums were freed
+
+
+def run_chunk(scaffold, module, optimizer, client_ids, updated, gen):
+    """One chunk of one step: its clients start, step once, and those in ``updated`` send their update."""
+    contexts = [client_context(module, c, 1, [p.detach().clone() for p in module.parameters()]) for c in client_ids]
+    for context in contexts:
+        scaffold.on_client_start(context)
+    params = leaves(stacked([random_like(module, gen) for _ in client_ids]),
+                    stacked([random_like(module, gen) for _ in client_ids]))
+    optimizer.param_groups[0]["params"] = params
+    scaffold.on_before_cohort_step(CohortContext(0, contexts, torch.ones(len(client_ids), dtype=torch.bool), params,
+                                                 [p.detach().clone() for p in params]))
+    for context in contexts:
+        if context.client_id in updated:
+            scaffold.on_client_update(context, torch.zeros(0), [])
+    return [p.grad for p in params]
+
+
+def test_scaffold_chunks_of_a_round_keep_their_own_sums_even_when_an_update_was_rejected():
+    module, cursor = TwoTensors(), RoundCursor()
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.5)
+    scaffold, sums = scaffold_with_state(module, cursor, optimizer, seed=5)
+    before = {c: scaffold.client_controls.get(c).clone() for c in CLIENTS[:2]}
+    gen = torch.Generator().manual_seed(6)
+    first = run_chunk(scaffold, module, optimizer, [4, 1], updated={4}, gen=gen)  # client 1's update is rejected
+    second = run_chunk(scaffold, module, optimizer, [2], updated={2}, gen=gen)
+    # one step: c_i+ is the client's raw gradient = corrected gradient - (c - c_i)
+    c = scaffold.server_control
+    torch.testing.assert_close(scaffold.client_controls.get(4), torch.cat([g[0].flatten() for g in first])
+                               - (c - before[4]), rtol=0, atol=1e-12)
+    torch.testing.assert_close(scaffold.client_controls.get(2), torch.cat([g[0].flatten() for g in second]) - c,
+                               rtol=0, atol=1e-12)
+    assert torch.equal(scaffold.client_controls.get(1), before[1])  # rejected: c_i stays
+    expected_delta = scaffold.client_controls.get(4) - before[4] + scaffold.client_controls.get(2)
+    torch.testing.assert_close(sums["scaffold_control_delta"], expected_delta, rtol=0, atol=1e-12)
+    assert list(scaffold._cohorts) == [(4, 1)]  # the first chunk waits for client 1 until the round ends
+    c_before = c.clone()
+    scaffold.on_round_end(None, RoundContext(round_idx=0, clients=np.array(CLIENTS), reported=2, is_last=False,
+                                             downlink_bytes=0, uplink_bytes=0, senders=3, rejected=1))
+    assert not scaffold._cohorts and not scaffold._started
+    torch.testing.assert_close(scaffold.server_control, c_before + expected_delta / 10, rtol=0, atol=1e-12)
 
 
 def test_scaffold_refuses_a_cohort_whose_clients_did_not_start():
