@@ -240,3 +240,12 @@ def test_top_k_indices_that_no_encoder_writes_are_refused(indices):
     data = Payload(codec.name, pack_tensor_meta((37, 11), torch.float32), body).to_bytes()
     with pytest.raises(PayloadError, match="strictly increasing"):
         decode_untrusted(codec, data, (37, 11), torch.float32, max_bytes=_budget((37, 11)))
+
+
+def test_sign_payload_with_a_huge_finite_scale_decodes_to_plus_minus_that_scale():
+    """A finite scale above 1.7e38 used to decode to NaN (bit * 2 * scale overflowed before subtracting scale)."""
+    codec = SignCompressor()
+    payload = codec.encode(torch.tensor([1.0, -1.0, 0.0]), seed=0)
+    data = Payload(payload.codec, payload.header[:-4] + struct.pack("<f", 3e38), payload.body).to_bytes()
+    decoded = decode_untrusted(codec, data, (3,), torch.float32, max_bytes=_budget((3,)))
+    assert decoded.tolist() == [pytest.approx(3e38), pytest.approx(-3e38), pytest.approx(3e38)]
