@@ -70,9 +70,9 @@ class Payload:
         (hlen,) = struct.unpack_from("<I", data)
         if 4 + hlen > len(data):
             raise PayloadError(f"payload announces a {hlen}-byte header but holds only {len(data) - 4} bytes")
-        raw = data[4 + hlen :]
+        raw = memoryview(data)[4 + hlen :]  # one copy of the body (into the bytearray), not two
         # torch.frombuffer refuses an empty buffer; a zero-element tensor (or a codec that sends only a header) has one
-        body = torch.frombuffer(bytearray(raw), dtype=torch.uint8) if raw else torch.empty(0, dtype=torch.uint8)
+        body = torch.frombuffer(bytearray(raw), dtype=torch.uint8) if len(raw) else torch.empty(0, dtype=torch.uint8)
         body = body.to(device)
         return cls(codec=codec, header=bytes(data[4 : 4 + hlen]), body=body)
 
