@@ -249,3 +249,36 @@ def test_sign_payload_with_a_huge_finite_scale_decodes_to_plus_minus_that_scale(
     data = Payload(payload.codec, payload.header[:-4] + struct.pack("<f", 3e38), payload.body).to_bytes()
     decoded = decode_untrusted(codec, data, (3,), torch.float32, max_bytes=_budget((3,)))
     assert decoded.tolist() == [pytest.approx(3e38), pytest.approx(-3e38), pytest.approx(3e38)]
+
+
+def _with_count(payload: Payload, offset: int, count: int, body: torch.Tensor) -> bytes:
+    header = payload.header[:offset] + struct.pack("<I", count) + payload.header[offset + 4 :]
+    return Payload(payload.codec, header, body).to_bytes()
+
+
+def test_inner_stage_counts_are_checked_against_what_the_expected_shape_implies():
+    """Hadamard pads 407 elements to 512; Subsample(0.25) of 512 keeps about 128. A count far from that is refused
+    by the check, one close to it (with a body of the matching length) by the decoder's mask rebuilt from the seed."""
+    codec = Chain(RandomHadamard(), Subsample(0.25), StochasticQuantizer(bits=2))
+    shape, dtype = (37, 11), torch.float32
+    payload = codec.encode(_input("subsample", shape, dtype), SEED)
+    offset = 2 + 4 * len(shape) + 8  # meta, seed, then the subsample count
+    (count,) = struct.unpack_from("<I", payload.header, offset)
+    far = Payload.from_bytes(codec.name, _with_count(payload, offset, 512, torch.zeros(128, dtype=torch.uint8)))
+    with pytest.raises(PayloadError, match="impossible for fraction"):
+        codec.check_payload_for(far, shape, dtype)  # before decoding
+    near = _with_count(payload, offset, count + 4, torch.cat([payload.body, torch.zeros(1, dtype=torch.uint8)]))
+    codec.check_payload_for(Payload.from_bytes(codec.name, near), shape, dtype)  # plausible: only the seed can tell
+    with pytest.raises(PayloadError, match="mask rebuilt from the seed"):
+        decode_untrusted(codec, near, shape, dtype, max_bytes=_budget(shape))
+
+
+def test_prune_count_beyond_the_expected_tensor_is_refused():
+    codec = MagnitudePrune(0.2)
+    shape, dtype = (37, 11), torch.float32
+    payload = codec.encode(_input("prune", shape, dtype), SEED)
+    offset = 2 + 4 * len(shape)
+    body = torch.zeros(408 * 6, dtype=torch.uint8)  # what 408 kept values and int16 indices would take
+    forged = Payload.from_bytes(codec.name, _with_count(payload, offset, 408, body))
+    with pytest.raises(PayloadError, match="keeps 408 of 407 entries"):
+        codec.check_payload_for(forged, shape, dtype)  # before decoding
