@@ -76,19 +76,20 @@ CODECS: dict[str, Callable[[], Codec]] = {
     "masked-noise-signed": lambda: MaskedNoiseCodec("signed", "gaussian", 0.01),
 }
 SHAPES = [((37, 11), torch.float32), ((3, 4, 5), torch.float16), ((300,), torch.bfloat16), ((1,), torch.float32)]
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))]
 KEY = "client0/layer.weight"
 SEED = 11
 
 
-def _input(name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+def _input(name: str, shape: tuple[int, ...], dtype: torch.dtype, device: str = "cpu") -> torch.Tensor:
     gen = torch.Generator().manual_seed(sum(shape))
     if name.startswith("masked-noise"):  # the codec sends only n(seed) * m, m in its alphabet
         codec = CODECS[name]()
         assert isinstance(codec, MaskedNoiseCodec)
-        mask = torch.randint(0, 2, shape, generator=gen).float()
+        mask = torch.randint(0, 2, shape, generator=gen).float().to(device)
         mask = mask if codec.mask == "binary" else mask * 2 - 1
-        return (sample_noise(shape, SEED, codec.noise, codec.sigma, "cpu") * mask).to(dtype)
-    return (torch.randn(shape, generator=gen) * 3 + 0.5).to(dtype)
+        return (sample_noise(shape, SEED, codec.noise, codec.sigma, device) * mask).to(dtype)
+    return (torch.randn(shape, generator=gen) * 3 + 0.5).to(dtype=dtype, device=device)
 
 
 def _cases() -> list[tuple[str, tuple[int, ...], torch.dtype]]:
@@ -96,11 +97,13 @@ def _cases() -> list[tuple[str, tuple[int, ...], torch.dtype]]:
     return [(n, s, d) for n in sorted(CODECS) for s, d in SHAPES if d == torch.float32 or "masked" not in n]
 
 
-def _genuine(name: str, shape: tuple[int, ...], dtype: torch.dtype) -> tuple[Codec, Payload, bytes]:
+def _genuine(
+    name: str, shape: tuple[int, ...], dtype: torch.dtype, device: str = "cpu"
+) -> tuple[Codec, Payload, bytes]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ErrorFeedback warns about rescaling codecs
         codec = CODECS[name]()
-    payload = codec.encode(_input(name, shape, dtype), SEED, key=KEY)
+    payload = codec.encode(_input(name, shape, dtype, device), SEED, key=KEY)
     return codec, payload, payload.to_bytes()
 
 
@@ -114,13 +117,14 @@ def _as_bytes(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous().reshape(-1).view(torch.uint8)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize(("name", "shape", "dtype"), _cases())
-def test_genuine_payload_passes_and_decodes_bit_identically(name, shape, dtype):
-    codec, payload, data = _genuine(name, shape, dtype)
+def test_genuine_payload_passes_and_decodes_bit_identically(name, shape, dtype, device):
+    codec, payload, data = _genuine(name, shape, dtype, device)
     codec.check_payload_for(payload, shape, dtype)
     reference = codec.decode(payload)
-    decoded = decode_untrusted(codec, data, shape, dtype, max_bytes=_budget(shape))
-    assert (decoded.shape, decoded.dtype) == (torch.Size(shape), dtype)
+    decoded = decode_untrusted(codec, data, shape, dtype, max_bytes=_budget(shape), device=device)
+    assert (decoded.shape, decoded.dtype, decoded.device) == (torch.Size(shape), dtype, reference.device)
     assert torch.equal(_as_bytes(decoded), _as_bytes(reference))
 
 
