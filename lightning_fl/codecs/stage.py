@@ -5,7 +5,8 @@ to another 1-D tensor plus a small fixed-size header (and, for sparse stages, ex
 ``inverse`` undoes it. A :class:`TerminalStage` turns the last tensor into the payload body (raw floats by
 default, or packed quantization codes). :func:`encode_stages` runs transforms forward and the terminal last;
 :func:`decode_stages` reads every header first, checks that the body has exactly the size the headers imply,
-and only then decodes in reverse. Every stage is itself a :class:`~lightning_fl.codecs.base.Codec`: a stage
+and only then decodes in reverse; :func:`check_stages_for` does the same reading for an untrusted payload, against the
+shape and dtype the receiver expects. Every stage is itself a :class:`~lightning_fl.codecs.base.Codec`: a stage
 alone is a chain of one.
 
 Payload layout (the same for a stage alone and for a :class:`~lightning_fl.codecs.chain.Chain`)::
