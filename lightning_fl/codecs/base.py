@@ -70,9 +70,9 @@ class Payload:
         (hlen,) = struct.unpack_from("<I", data)
         if 4 + hlen > len(data):
             raise PayloadError(f"payload announces a {hlen}-byte header but holds only {len(data) - 4} bytes")
-        raw = data[4 + hlen :]
+        raw = memoryview(data)[4 + hlen :]  # one copy of the body (into the bytearray), not two
         # torch.frombuffer refuses an empty buffer; a zero-element tensor (or a codec that sends only a header) has one
-        body = torch.frombuffer(bytearray(raw), dtype=torch.uint8) if raw else torch.empty(0, dtype=torch.uint8)
+        body = torch.frombuffer(bytearray(raw), dtype=torch.uint8) if len(raw) else torch.empty(0, dtype=torch.uint8)
         body = body.to(device)
         return cls(codec=codec, header=bytes(data[4 : 4 + hlen]), body=body)
 
@@ -115,6 +115,49 @@ def unpack_tensor_meta(header: bytes, offset: int) -> tuple[tuple[int, ...], tor
     if math.prod(shape) > _MAX_NUMEL:
         raise PayloadError(f"header announces {math.prod(shape)} elements, more than the limit {_MAX_NUMEL}")
     return tuple(shape), _CODE_DTYPES[code], end
+
+
+def check_tensor_meta(
+    codec: str, header: bytes, offset: int, shape: tuple[int, ...], dtype: torch.dtype
+) -> int:
+    """Read the tensor meta at ``offset`` and refuse it unless it announces exactly ``shape`` and ``dtype``.
+
+    The first step of every codec's :meth:`Codec.check_payload_for`: once the header's shape is the expected one,
+    every size the codec derives from it is bounded by the receiver's own tensor, never by the sender's claim.
+
+    Args:
+        codec: The codec's name, for the error message.
+        header: The payload's header.
+        offset: Where the meta starts.
+        shape: The shape the receiver expects.
+        dtype: The dtype the receiver expects.
+
+    Returns:
+        The offset just after the meta.
+
+    Raises:
+        PayloadError: If the meta is truncated or malformed, or names another shape or dtype.
+
+    Example:
+        >>> check_tensor_meta("Identity", pack_tensor_meta((3, 4), torch.float32), 0, (3, 4), torch.float32)
+        10
+    """
+    found_shape, found_dtype, end = unpack_tensor_meta(header, offset)
+    if found_shape != tuple(shape) or found_dtype != dtype:
+        raise PayloadError(
+            f"{codec} payload announces a tensor of shape {found_shape} and dtype {found_dtype}, expected shape "
+            f"{tuple(shape)} and dtype {dtype}"
+        )
+    return end
+
+
+def check_body(codec: str, payload: Payload) -> None:
+    """Refuse a body that is not the 1-D ``uint8`` tensor every codec writes."""
+    body = payload.body
+    if body.dtype != torch.uint8 or body.dim() != 1:
+        raise PayloadError(
+            f"{codec} payload body must be a 1-D uint8 tensor, got {body.dtype} of shape {tuple(body.shape)}"
+        )
 
 
 class Codec(ABC):
@@ -207,8 +250,19 @@ class Identity(Codec):
     def decode(self, payload: Payload) -> torch.Tensor:
         self.check_payload(payload)
         shape, dtype, end = unpack_tensor_meta(payload.header, 0)
-        if end != len(payload.header):
-            raise PayloadError(f"{self.name} header should hold {end} bytes, got {len(payload.header)}")
+        self._check_sizes(payload, shape, dtype, end)
+        return payload.body.view(dtype).reshape(shape)
+
+    def check_payload_for(self, payload: Payload, shape: tuple[int, ...], dtype: torch.dtype) -> None:
+        """Refuse a payload whose meta is not ``shape`` and ``dtype`` or whose body is not exactly their raw bytes."""
+        self.check_payload(payload)
+        end = check_tensor_meta(self.name, payload.header, 0, shape, dtype)
+        check_body(self.name, payload)
+        self._check_sizes(payload, tuple(shape), dtype, end)
+
+    def _check_sizes(self, payload: Payload, shape: tuple[int, ...], dtype: torch.dtype, meta_end: int) -> None:
+        if meta_end != len(payload.header):
+            raise PayloadError(f"{self.name} header should hold {meta_end} bytes, got {len(payload.header)}")
         itemsize = torch.empty((), dtype=dtype).element_size()
         expected = math.prod(shape) * itemsize
         if payload.body.numel() != expected:
@@ -216,4 +270,3 @@ class Identity(Codec):
                 f"{self.name} payload body must hold {expected} bytes for shape {shape} {dtype}, "
                 f"got {payload.body.numel()}"
             )
-        return payload.body.view(dtype).reshape(shape)

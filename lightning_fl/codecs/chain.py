@@ -7,7 +7,14 @@ from collections.abc import Sequence
 import torch
 
 from lightning_fl.codecs.base import Codec, Payload
-from lightning_fl.codecs.stage import Stage, TerminalStage, decode_stages, encode_stages, split_stages
+from lightning_fl.codecs.stage import (
+    Stage,
+    TerminalStage,
+    check_stages_for,
+    decode_stages,
+    encode_stages,
+    split_stages,
+)
 from lightning_fl.exceptions import FederatedConfigError
 
 
@@ -79,6 +86,12 @@ class Chain(Codec):
 
     def decode(self, payload: Payload) -> torch.Tensor:
         return decode_stages(self._name, self._transforms, self._terminal, payload)
+
+    def check_payload_for(self, payload: Payload, shape: tuple[int, ...], dtype: torch.dtype) -> None:
+        """Refuse, before decoding, a payload that is not this chain's encoding of a ``shape`` ``dtype`` tensor: the
+        meta must be exactly ``shape`` and ``dtype``, and every stage's header and the body length must be what the
+        stages imply for that shape (padded Hadamard length, Kashin frame, kept counts, packed bits)."""
+        check_stages_for(self._name, self._transforms, self._terminal, payload, shape, dtype)
 
     def __repr__(self) -> str:
         return self._name

@@ -103,6 +103,10 @@ class ErrorFeedback(Codec):
             return decoded
         return self.codec.decode(payload)
 
+    def check_payload_for(self, payload: Payload, shape: tuple[int, ...], dtype: torch.dtype) -> None:
+        """The wrapped codec's check: payloads are its own."""
+        self.codec.check_payload_for(payload, shape, dtype)
+
     def state_dict(self) -> dict[str, Any]:
         """``{"residuals": {key: tensor}}``, least recently used first."""
         return {"residuals": OrderedDict(self.residuals)}

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import math
 import struct
 
 import torch
 
-from lightning_fl.codecs.base import Codec, Payload, pack_tensor_meta, unpack_tensor_meta
+from lightning_fl.codecs.base import (
+    Codec,
+    Payload,
+    check_body,
+    check_tensor_meta,
+    pack_tensor_meta,
+    unpack_tensor_meta,
+)
+from lightning_fl.codecs.bitpack import packed_nbytes
 from lightning_fl.codecs.noise_masks import (
     MaskKind,
     NoiseKind,
@@ -69,11 +78,28 @@ class MaskedNoiseCodec(Codec):
     def decode(self, payload: Payload) -> torch.Tensor:
         self.check_payload(payload)
         shape, dtype, offset = unpack_tensor_meta(payload.header, 0)
-        if len(payload.header) != offset + 8:
-            raise PayloadError(f"{self.name} header must hold {offset + 8} bytes, got {len(payload.header)}")
+        self._check_header_length(payload, offset)
         (seed,) = struct.unpack_from("<Q", payload.header, offset)
         update = reconstruct_update(payload.body, seed, shape, self.mask, self.noise, self.sigma, payload.body.device)
         return update.to(dtype)
+
+    def check_payload_for(self, payload: Payload, shape: tuple[int, ...], dtype: torch.dtype) -> None:
+        """Refuse a payload whose meta is not ``shape`` and ``dtype``, whose header is not meta and seed, or whose
+        body is not exactly the ``ceil(numel / 8)`` bytes of a packed mask."""
+        self.check_payload(payload)
+        offset = check_tensor_meta(self.name, payload.header, 0, shape, dtype)
+        self._check_header_length(payload, offset)
+        check_body(self.name, payload)
+        expected = packed_nbytes(math.prod(shape), 1)
+        if payload.body.numel() != expected:
+            raise PayloadError(
+                f"{self.name} payload body must hold the {expected}-byte packed mask of shape {tuple(shape)}, got "
+                f"{payload.body.numel()} bytes"
+            )
+
+    def _check_header_length(self, payload: Payload, meta_end: int) -> None:
+        if len(payload.header) != meta_end + 8:
+            raise PayloadError(f"{self.name} header must hold {meta_end + 8} bytes, got {len(payload.header)}")
 
     def __repr__(self) -> str:
         return f"MaskedNoiseCodec(mask={self.mask!r}, noise={self.noise!r}, sigma={self.sigma})"

@@ -144,4 +144,5 @@ class SignCompressor(TerminalStage):
 
     def deserialize(self, body: torch.Tensor, ctx: StageContext) -> torch.Tensor:
         scale = self._scale(ctx.header)
-        return unpack_bits(body, 1, ctx.numel, dtype=WORK_DTYPE).mul_(2 * scale).sub_(scale)
+        # (2 * bit - 1) * scale is exactly +-scale; bit * (2 * scale) - scale would overflow to NaN above 1.7e38
+        return unpack_bits(body, 1, ctx.numel, dtype=WORK_DTYPE).mul_(2).sub_(1).mul_(_full(scale, body))

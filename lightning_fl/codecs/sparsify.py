@@ -51,13 +51,20 @@ def encode_indices(indices: torch.Tensor, numel: int) -> torch.Tensor:
 
 
 def decode_indices(data: torch.Tensor, numel: int) -> torch.Tensor:
-    """Inverse of :func:`encode_indices`; raises PayloadError on an index outside ``[0, numel)``."""
+    """Inverse of :func:`encode_indices`.
+
+    Raises:
+        PayloadError: On an index outside ``[0, numel)``, or indices that are not strictly increasing (encoders
+            send them sorted; a repeated index would make the decoded tensor depend on the order of the writes).
+    """
     dtype = index_dtype(numel)
     indices = view_bytes(data, dtype).to(torch.int64)
     if dtype in (torch.int16, torch.int32):
         indices.bitwise_and_((1 << (8 * itemsize(dtype))) - 1)
     if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= numel):
         raise PayloadError(f"payload holds indices outside [0, {numel})")
+    if indices.numel() > 1 and not bool((indices[1:] > indices[:-1]).all()):
+        raise PayloadError("payload holds indices that are not strictly increasing (repeated or out of order)")
     return indices
 
 

@@ -5,7 +5,8 @@ to another 1-D tensor plus a small fixed-size header (and, for sparse stages, ex
 ``inverse`` undoes it. A :class:`TerminalStage` turns the last tensor into the payload body (raw floats by
 default, or packed quantization codes). :func:`encode_stages` runs transforms forward and the terminal last;
 :func:`decode_stages` reads every header first, checks that the body has exactly the size the headers imply,
-and only then decodes in reverse. Every stage is itself a :class:`~lightning_fl.codecs.base.Codec`: a stage
+and only then decodes in reverse; :func:`check_stages_for` does the same reading for an untrusted payload, against the
+shape and dtype the receiver expects. Every stage is itself a :class:`~lightning_fl.codecs.base.Codec`: a stage
 alone is a chain of one.
 
 Payload layout (the same for a stage alone and for a :class:`~lightning_fl.codecs.chain.Chain`)::
@@ -30,7 +31,14 @@ from typing import ClassVar
 
 import torch
 
-from lightning_fl.codecs.base import Codec, Payload, pack_tensor_meta, unpack_tensor_meta
+from lightning_fl.codecs.base import (
+    Codec,
+    Payload,
+    check_body,
+    check_tensor_meta,
+    pack_tensor_meta,
+    unpack_tensor_meta,
+)
 from lightning_fl.exceptions import FederatedConfigError, PayloadError
 from lightning_fl.seeding import derive_seed
 
@@ -118,6 +126,10 @@ class Stage(Codec):
     def decode(self, payload: Payload) -> torch.Tensor:
         transforms, terminal = split_stages([self])
         return decode_stages(self.name, transforms, terminal, payload)
+
+    def check_payload_for(self, payload: Payload, shape: tuple[int, ...], dtype: torch.dtype) -> None:
+        transforms, terminal = split_stages([self])
+        check_stages_for(self.name, transforms, terminal, payload, shape, dtype)
 
 
 class TransformStage(Stage):
@@ -252,17 +264,40 @@ def _take(header: bytes, offset: int, size: int, what: str) -> bytes:
     return header[offset : offset + size]
 
 
-def decode_stages(
-    name: str, transforms: Sequence[TransformStage], terminal: TerminalStage, payload: Payload
-) -> torch.Tensor:
-    """Inverse of :func:`encode_stages`: validate every header and the body size, then decode in reverse."""
+@dataclass(frozen=True)
+class _StagePlan:
+    """What every header of a stage payload says, validated against the body's length, before any decoding."""
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    contexts: list[StageContext]
+    extra_sizes: list[int]
+    terminal_ctx: StageContext
+    terminal_nbytes: int
+
+
+def _plan_stages(
+    name: str,
+    transforms: Sequence[TransformStage],
+    terminal: TerminalStage,
+    payload: Payload,
+    expected: tuple[tuple[int, ...], torch.dtype] | None = None,
+) -> _StagePlan:
+    """Read every header and check that the body has exactly the size they imply (no tensor is allocated).
+
+    With ``expected = (shape, dtype)`` the meta must announce exactly those, and is checked before any size is
+    derived from it: each stage's layout (Hadamard's padded length, Kashin's frame, a sparsifier's or
+    subsample's kept count) then follows from the receiver's shape, not from the sender's claim.
+    """
     if payload.codec != name:
         raise PayloadError(f"{name} cannot decode a payload produced by {payload.codec!r}")
-    body = payload.body
-    if body.dtype != torch.uint8 or body.dim() != 1:
-        raise PayloadError(f"payload body must be a 1-D uint8 tensor, got {body.dtype} of shape {tuple(body.shape)}")
+    check_body(name, payload)
     header = payload.header
-    shape, dtype, offset = unpack_tensor_meta(header, 0)
+    if expected is None:
+        shape, dtype, offset = unpack_tensor_meta(header, 0)
+    else:
+        shape, dtype = tuple(expected[0]), expected[1]
+        offset = check_tensor_meta(name, header, 0, shape, dtype)
     seed = 0
     if any(s.needs_seed for s in (*transforms, terminal)):
         (seed,) = _SEED.unpack(_take(header, offset, _SEED.size, "the seed"))
@@ -281,19 +316,45 @@ def decode_stages(
     if offset != len(header):
         raise PayloadError(f"header of {name} should hold {offset} bytes, got {len(header)}")
     terminal_nbytes = terminal.body_nbytes(numel, work_dtype, terminal_header)
-    if body.numel() != terminal_nbytes + sum(extra_sizes):
+    if payload.body.numel() != terminal_nbytes + sum(extra_sizes):
         raise PayloadError(
-            f"payload body of {name} should hold {terminal_nbytes + sum(extra_sizes)} bytes, got {body.numel()}"
+            f"payload body of {name} should hold {terminal_nbytes + sum(extra_sizes)} bytes, got {payload.body.numel()}"
         )
     terminal_ctx = StageContext(numel, work_dtype, terminal_header, stage_seed(seed, len(transforms)))
-    y = terminal.deserialize(body[:terminal_nbytes], terminal_ctx)
-    start = terminal_nbytes
-    for i, size in enumerate(extra_sizes):
+    return _StagePlan(shape, dtype, contexts, extra_sizes, terminal_ctx, terminal_nbytes)
+
+
+def check_stages_for(
+    name: str,
+    transforms: Sequence[TransformStage],
+    terminal: TerminalStage,
+    payload: Payload,
+    shape: tuple[int, ...],
+    dtype: torch.dtype,
+) -> None:
+    """:meth:`Codec.check_payload_for` of a stage or chain: the meta is ``shape`` and ``dtype``, every stage header
+    is in range for that shape, and the header and body have exactly the lengths they imply.
+
+    Raises:
+        PayloadError: Naming the codec, what was expected and what the payload holds.
+    """
+    _plan_stages(name, transforms, terminal, payload, expected=(tuple(shape), dtype))
+
+
+def decode_stages(
+    name: str, transforms: Sequence[TransformStage], terminal: TerminalStage, payload: Payload
+) -> torch.Tensor:
+    """Inverse of :func:`encode_stages`: validate every header and the body size, then decode in reverse."""
+    plan = _plan_stages(name, transforms, terminal, payload)
+    body = payload.body
+    y = terminal.deserialize(body[: plan.terminal_nbytes], plan.terminal_ctx)
+    contexts, start = list(plan.contexts), plan.terminal_nbytes
+    for i, size in enumerate(plan.extra_sizes):
         contexts[i] = replace(contexts[i], extra=body[start : start + size])
         start += size
     for stage, ctx in zip(reversed(transforms), reversed(contexts), strict=True):
         y = stage.inverse(y, replace(ctx, writable=not _shares_memory(y, body)))
-    return y.to(dtype).reshape(shape)
+    return y.to(plan.dtype).reshape(plan.shape)
 
 
 def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:

@@ -2,8 +2,10 @@
 
 A payload from a real client is untrusted. :func:`decode_untrusted` refuses it (with :class:`PayloadError`) unless
 its bytes fit the budget, it was produced by the expected codec, and the decoded tensor has exactly the shape and
-dtype the receiver expects. Codecs that can check a payload's header against the expected shape and dtype *before*
-decoding (so that a header claiming a huge shape allocates nothing) do so in :meth:`Codec.check_payload_for`.
+dtype the receiver expects. Every codec of :mod:`lightning_fl.codecs` checks a payload's header against the expected
+shape and dtype *before* decoding, in :meth:`Codec.check_payload_for` (so that a header claiming a huge shape
+allocates nothing, and every size the decoder uses comes from the receiver's tensor); a codec of your own checks only
+its tag until it overrides that method.
 """
 
 from __future__ import annotations
