@@ -54,9 +54,11 @@ class ManagedProcess:
         log_path: file that receives stdout and stderr.
         env: the full environment of the process (the tag is added).
         tag: unique to this process and everything it starts.
+        cwd: its working directory (where relative paths it writes end up).
     """
 
-    def __init__(self, name: str, command: Sequence[str], log_path: Path, env: Mapping[str, str], tag: str) -> None:
+    def __init__(self, name: str, command: Sequence[str], log_path: Path, env: Mapping[str, str], tag: str,
+                 cwd: Path | None = None) -> None:
         self.name = name
         self.command = list(command)
         self.log_path = log_path
@@ -68,6 +70,7 @@ class ManagedProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env={**env, TAG_VARIABLE: tag},
+                cwd=cwd,
                 start_new_session=True,
             )
 
@@ -106,7 +109,8 @@ class ManagedProcess:
             self.popen.wait(timeout=timeout)
 
 
-def run_command(command: Sequence[str], env: Mapping[str, str], timeout: float, log_path: Path) -> str:
+def run_command(command: Sequence[str], env: Mapping[str, str], timeout: float, log_path: Path,
+                cwd: Path | None = None) -> str:
     """Run a short command to completion and return its stdout; its output is also appended to ``log_path``.
 
     Raises:
@@ -114,7 +118,7 @@ def run_command(command: Sequence[str], env: Mapping[str, str], timeout: float, 
     """
     try:
         done = subprocess.run(
-            list(command), env=dict(env), capture_output=True, text=True, timeout=timeout, check=False
+            list(command), env=dict(env), cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
         )
     except subprocess.TimeoutExpired as error:
         raise RuntimeError(f"{' '.join(command)} ran past {timeout} s: {error.stdout!r} {error.stderr!r}") from error

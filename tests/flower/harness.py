@@ -106,6 +106,8 @@ def _port_open(port: int) -> bool:
 class FlowerDeployment:
     """A SuperLink and SuperNodes on localhost, started by the test and always torn down (use it as a context).
 
+    Every process runs in ``workdir``: relative paths the apps write (loggers, checkpoints) land there.
+
     Args:
         workdir: an empty directory for credentials, ``FLWR_HOME`` and logs (a pytest ``tmp_path``).
         app_dir: the Flower app project (a directory with a ``pyproject.toml`` holding ``[tool.flwr.app]``).
@@ -160,10 +162,11 @@ class FlowerDeployment:
         self.close()
 
     def _start(self, name: str, command: Sequence[str]) -> ManagedProcess:
-        return ManagedProcess(name, command, self.log_dir / f"{name}.log", self.env, f"{self.tag}-{name}")
+        return ManagedProcess(name, command, self.log_dir / f"{name}.log", self.env, f"{self.tag}-{name}", self.workdir)
 
     def _flwr(self, *args: str, timeout: float = 60.0) -> str:
-        return run_command([flower_executable("flwr"), *args], self.env, timeout, self.log_dir / "flwr-cli.log")
+        command = [flower_executable("flwr"), *args]
+        return run_command(command, self.env, timeout, self.log_dir / "flwr-cli.log", self.workdir)
 
     def start_superlink(self) -> ManagedProcess:
         """Start ``flower-superlink`` with TLS (and SuperNode authentication) and wait until its port accepts."""
@@ -245,6 +248,20 @@ class FlowerDeployment:
         alive = [self.superlink] if self.superlink is not None else []
         wait_until(lambda: len(read_json_lines(path)) >= count, timeout, f"{count} lines in {path}", alive)
         return read_json_lines(path)
+
+    def wait_for_log(self, name: str, text: str, count: int = 1, timeout: float = 60.0) -> None:
+        """Wait until the log of process ``name`` (``superlink``, ``supernode-1``, ...) holds ``text`` ``count`` times.
+
+        A SuperNode's log also holds what its ClientApp processes print; ``Receiving: train message`` appears when
+        it pulls a round's message, so its ``r + 1``-th occurrence marks round ``r`` started on that node.
+        """
+        path = self.log_dir / f"{name}.log"
+        alive = [self.superlink] if self.superlink is not None else []
+
+        def seen() -> bool:
+            return path.exists() and path.read_text(encoding="utf-8", errors="replace").count(text) >= count
+
+        wait_until(seen, timeout, f"{count} x {text!r} in {name}.log", alive)
 
     def wait_for_run(self, run_id: int, timeout: float, poll: float = 2.0) -> str:
         """Wait until the run has finished; return its final status (``finished:completed`` on success).
