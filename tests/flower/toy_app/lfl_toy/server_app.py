@@ -30,12 +30,29 @@ def _wait_for_nodes(grid: Grid, min_nodes: int, timeout: float) -> list[int]:
         time.sleep(0.5)
 
 
+def _send_and_collect(grid: Grid, messages: list[Message], timeout: float, poll: float = 0.25) -> list[Message]:
+    """Push ``messages`` and pull their replies until all are in or ``timeout`` seconds have passed.
+
+    ``Grid.send_and_receive`` does the same but pulls every 3 s; polling faster takes seconds off each round.
+    """
+    pending = set(grid.push_messages(messages))
+    deadline = time.monotonic() + timeout
+    replies: list[Message] = []
+    while pending and time.monotonic() < deadline:
+        for reply in grid.pull_messages(list(pending)):
+            replies.append(reply)
+            pending.discard(reply.metadata.reply_to_message_id)
+        if pending:
+            time.sleep(poll)
+    return replies
+
+
 def _round(grid: Grid, node_ids: list[int], weights: np.ndarray, round_idx: int, timeout: float) -> dict:
     config = ConfigRecord({"round": round_idx, "size": int(weights.size)})
     content = RecordDict({"global": ArrayRecord({"w": encode(weights)}), "config": config})
     started = time.monotonic()
     messages = [Message(content=content, dst_node_id=node_id, message_type=MessageType.TRAIN) for node_id in node_ids]
-    replies = [reply for reply in grid.send_and_receive(messages, timeout=timeout) if not reply.has_error()]
+    replies = [reply for reply in _send_and_collect(grid, messages, timeout) if not reply.has_error()]
     updates = [decode(reply.content.array_records["update"]["w"], weights.size) for reply in replies]
     if updates:
         weights[:] = np.mean(updates, axis=0)
