@@ -19,7 +19,9 @@ class RoundReport:
         accepted: Updates aggregated.
         failed: Sampled clients that did not reply before the round timeout, replied with an error, or have no node.
         rejected: Replies refused: malformed, a payload ``decode_untrusted`` refused, or a non-finite update.
-        rejected_nodes: The node id of every rejected reply.
+        failed_clients: The client id of every failed client.
+        rejected_clients: The client id of every rejected reply.
+        rejected_nodes: The node id of every rejected reply (aligned with ``rejected_clients``).
         downlink_bytes: The codecs' payload bytes sent (headers included), as ``lightning-fl fit`` counts them.
         uplink_bytes: The codecs' payload bytes of the accepted updates.
         downlink_message_bytes: Bytes of the payload ``Array``s sent (payloads and their 4-byte length prefixes).
@@ -35,6 +37,8 @@ class RoundReport:
     accepted: int = 0
     failed: int = 0
     rejected: int = 0
+    failed_clients: list[int] = field(default_factory=list)
+    rejected_clients: list[int] = field(default_factory=list)
     rejected_nodes: list[int] = field(default_factory=list)
     downlink_bytes: int = 0
     uplink_bytes: int = 0

@@ -84,6 +84,7 @@ class ServerRuntime:
             reply = replies.get(node) if node is not None else None
             if reply is None or reply.has_error():
                 report.failed += 1
+                report.failed_clients.append(client_id)
                 reason = "no reply" if reply is None else reply.error.reason
                 log.warning("round %d: client %d (node %s) failed: %s", round_idx, client_id, node, reason)
                 continue
@@ -129,6 +130,7 @@ class ServerRuntime:
                 raise PayloadError("the update is not finite (NaN or Inf)")
         except Exception as err:  # whatever a hostile payload triggers, the server drops it and goes on
             report.rejected += 1
+            report.rejected_clients.append(client_id)
             report.rejected_nodes.append(reply.metadata.src_node_id)
             log.warning("round %d: update of client %d from node %d rejected: %s: %s", round_idx, client_id,
                         reply.metadata.src_node_id, type(err).__name__, err)
