@@ -17,10 +17,11 @@ from flwr.app import Context, Message, MetricRecord, RecordDict
 from typing_extensions import override
 
 from lightning_fl.datamodules.loaders import BatchLoader, make_batch_loader
-from lightning_fl.datamodules.plan import client_batches
+from lightning_fl.datamodules.plan import PlanRequest, client_batches
 from lightning_fl.exceptions import FederatedConfigError, FederatedRuntimeError
 from lightning_fl.federation.client_seed import seed_client
 from lightning_fl.federation.flat import FlatState
+from lightning_fl.flower.client_algorithms import ClientAlgorithms
 from lightning_fl.flower.instructions import RoundInstructions
 from lightning_fl.flower.model_wire import ModelWire
 from lightning_fl.flower.node_state import load_codec_state, save_codec_state
@@ -34,11 +35,20 @@ __all__ = ["ClientRuntime", "handle_query", "handle_train", "partition_id"]
 _RUNTIMES: dict[str, ClientRuntime] = {}
 
 
-class _SeedAtFirstBatch(Callback):
-    """Seeds the client's randomness at its first batch, where ``lightning-fl fit`` seeds it."""
+class FlowerClientRound(Callback):
+    """Drives a client's round on Flower (the client's Trainer's round driver): seeds the client's randomness at its
+    first batch, where ``lightning-fl fit`` seeds it.
+
+    Args:
+        seed: The client's seed, ``derive_seed(seed, "client", round_idx, client_id)``.
+    """
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
+
+    def plan_request(self) -> PlanRequest:
+        """A client trains its own planned batches: nothing to ask of a round plan."""
+        return PlanRequest()
 
     @override
     def on_train_batch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", batch: Any,
@@ -59,6 +69,8 @@ class ClientRuntime:
         self.state = FlatState(setup.model, torch.device("cpu"))
         self.wire = ModelWire(self.state, setup.averaging)
         self._start, self._start_views = self.state.new_flat()
+        self._delta, self._delta_views = self.state.new_flat()
+        self.algorithms = ClientAlgorithms(setup.algorithms, self.state, setup.datamodule, setup.averaging, setup.seed)
 
     def train(self, instructions: RoundInstructions, model: object, node_state: RecordDict) -> RecordDict:
         """Run the client's round and return its reply: the update's payloads and its sample count."""
@@ -67,12 +79,15 @@ class ClientRuntime:
         dm, client_id = self.setup.datamodule, instructions.client_id
         batches = client_batches(dm.client_indices[client_id], dm.batch_size, dm.local_epochs, dm.shuffle, dm.seed,
                                  instructions.round_idx, client_id, dm.drop_last)
+        num_samples = len(dm.client_indices[client_id])
+        self.algorithms.start(instructions.round_idx, client_id, num_samples, len(batches), self._start_views)
         assert dm.train_dataset is not None
         loader = BatchLoader(make_batch_loader(dm.train_dataset, batches, dm.num_workers, dm.pin_memory,
                                                dm.collate_fn))
+        callbacks = [FlowerClientRound(instructions.client_seed), *self.algorithms.algorithms]
         trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                              enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, devices=1,
-                             callbacks=[_SeedAtFirstBatch(instructions.client_seed)], **self.setup.client_trainer)
+                             callbacks=callbacks, **self.setup.client_trainer)
         trainer.fit(self.setup.model, train_dataloaders=loader)
         update = self._update()
         codec = self.setup.averaging.uplink.codec
@@ -80,7 +95,6 @@ class ClientRuntime:
         record, _ = encode_record(self.wire.uplink, update, seed=instructions.seed,
                                   round_idx=instructions.round_idx, client_id=client_id)
         save_codec_state(codec, node_state, "uplink")
-        num_samples = len(dm.client_indices[client_id])
         return RecordDict({"update": record, "metrics": MetricRecord({"num-samples": num_samples})})
 
     def _check(self, instructions: RoundInstructions) -> None:
@@ -104,15 +118,17 @@ class ClientRuntime:
 
     @torch.no_grad()
     def _update(self) -> list[torch.Tensor]:
-        """``w_client - w_received`` per floating tensor, then the integer buffers' increments."""
+        """``w_client - w_received`` per floating tensor (after the algorithms' changes), then the integer buffers'
+        increments."""
         state = self.state
-        deltas = [torch.empty_like(v) for v in self._start_views]
-        state.module_minus(self._start_views, deltas)
-        if not bool(torch.isfinite(torch.stack([d.sum() for d in deltas]).sum())):
+        state.module_minus(self._start_views, self._delta_views)
+        if not bool(torch.isfinite(self._delta.sum())):
+            self.algorithms.finish(None)
             raise FederatedRuntimeError("the client's update is not finite (NaN or Inf); it is not sent")
+        self.algorithms.finish((self._delta, self._delta_views))
         increments = state.module_int_minus_global()
         ints = [increments[s.offset: s.offset + s.numel].view(s.shape) for s in state.int_specs]
-        return [*deltas, *ints]
+        return [*self._delta_views, *ints]
 
 
 def partition_id(context: Context, num_clients: int) -> int:

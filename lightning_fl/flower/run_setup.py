@@ -22,6 +22,7 @@ from lightning_fl.datamodules.federated import FederatedDataModule
 from lightning_fl.exceptions import FederatedConfigError
 from lightning_fl.federation.algorithm import FederatedAlgorithm
 from lightning_fl.federation.host import FederatedAveraging
+from lightning_fl.flower.client_algorithms import check_client_side
 
 __all__ = ["RunSetup", "load_run_setup"]
 
@@ -41,6 +42,7 @@ class RunSetup:
         seed: The federated seed (``FederatedAveraging(seed=...)``, else the data module's).
         num_rounds: Rounds to run (the run config's ``num-rounds``, else the YAML's ``trainer.max_epochs``).
         client_trainer: Keyword arguments of each client's Lightning ``Trainer`` taken from the YAML.
+        algorithms: The YAML's algorithm callbacks (client-side ones only: checked at load).
         left_out: Names of the YAML's callbacks that a Flower run does not use.
     """
 
@@ -51,6 +53,7 @@ class RunSetup:
     seed: int
     num_rounds: int
     client_trainer: dict[str, Any] = field(default_factory=dict)
+    algorithms: list[FederatedAlgorithm] = field(default_factory=list)
     left_out: list[str] = field(default_factory=list)
 
 
@@ -81,10 +84,11 @@ def load_run_setup(config: object, num_rounds: object = None) -> RunSetup:
     dm.setup("fit")
     client_trainer = {key: cli.config.get(f"trainer.{key}") for key in CLIENT_TRAINER_KEYS}
     client_trainer = {key: value for key, value in client_trainer.items() if value is not None}
-    left_out = [type(cb).__name__ for cb in cli.config_init.get("trainer.callbacks") or [] if cb is not averaging
-                and type(cb).__name__ != "SaveConfigCallback"]
+    configured = list(cli.config_init.get("trainer.callbacks") or [])
+    algorithms = [cb for cb in configured if isinstance(cb, FederatedAlgorithm)]
+    left_out = [type(cb).__name__ for cb in configured if cb is not averaging and cb not in algorithms]
     seed = dm.seed if averaging.seed is None else averaging.seed
-    return RunSetup(config, model, dm, averaging, seed, rounds, client_trainer, left_out)
+    return RunSetup(config, model, dm, averaging, seed, rounds, client_trainer, algorithms, left_out)
 
 
 def _refuse_unsupported(trainer: pl.Trainer, model: pl.LightningModule) -> FederatedAveraging:
@@ -93,10 +97,7 @@ def _refuse_unsupported(trainer: pl.Trainer, model: pl.LightningModule) -> Feder
         raise FederatedConfigError(f"{type(model).__name__} runs its own rounds (uses_weight_averaging=False); the "
                                    "Flower apps run weight averaging only")
     callbacks = list(trainer.callbacks)  # type: ignore[attr-defined]
-    algorithms = [type(cb).__name__ for cb in callbacks if isinstance(cb, FederatedAlgorithm)]
-    if algorithms:
-        raise FederatedConfigError(f"the Flower apps do not support the algorithm callbacks {algorithms} yet; "
-                                   "remove them from trainer.callbacks")
+    check_client_side([cb for cb in callbacks if isinstance(cb, FederatedAlgorithm)])
     found = [cb for cb in callbacks if isinstance(cb, FederatedAveraging)]
     if len(found) != 1:
         raise FederatedConfigError(f"the config must have exactly one FederatedAveraging callback, got {len(found)}")
