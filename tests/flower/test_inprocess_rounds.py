@@ -15,7 +15,7 @@ from flwr.app import Array, Context, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from lightning_fl.codecs.base import Payload, pack_tensor_meta
-from lightning_fl.exceptions import PayloadError
+from lightning_fl.exceptions import FederatedConfigError, PayloadError
 from lightning_fl.flower.apps import client_app
 from lightning_fl.flower.payloads import decode_record, encode_record
 from lightning_fl.flower.run_setup import load_run_setup
@@ -98,3 +98,12 @@ def test_a_dense_float_array_is_refused_where_a_payload_must_travel() -> None:
     record["backbone.9.weight"] = Array(torch.zeros(10, 64))  # what Flower's own examples send
     with pytest.raises(PayloadError, match=r"must travel as a uint8 Array of stype 'lightning_fl\.payload/"):
         decode_record(runtime.wire.uplink, record)
+
+
+def test_two_nodes_with_one_partition_id_are_refused_at_start() -> None:
+    run_config = {"config": CONFIG, "num-rounds": 1, "connect-timeout": 5.0}
+    grid = InProcessGrid(client_app, run_config, num_nodes=4)
+    grid.contexts[FIRST_NODE_ID + 1].node_config["partition-id"] = 0
+    with pytest.raises(FederatedConfigError, match=r"nodes 1000 and 1001 both have partition-id 0"):
+        run_server(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=run_config))
+    assert all(kind == "query" for _, kind in grid.delivered)  # refused before any round
