@@ -13,7 +13,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from flwr.app import Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from typing_extensions import override
 
 from lightning_fl.datamodules.loaders import BatchLoader, make_batch_loader
@@ -21,7 +21,7 @@ from lightning_fl.datamodules.plan import PlanRequest, client_batches
 from lightning_fl.exceptions import FederatedConfigError, FederatedRuntimeError
 from lightning_fl.federation.client_seed import seed_client
 from lightning_fl.federation.flat import FlatState
-from lightning_fl.flower.client_algorithms import ClientAlgorithms
+from lightning_fl.flower.algorithms import ClientAlgorithms
 from lightning_fl.flower.instructions import RoundInstructions
 from lightning_fl.flower.model_wire import ModelWire
 from lightning_fl.flower.node_state import load_codec_state, save_codec_state
@@ -72,15 +72,17 @@ class ClientRuntime:
         self._delta, self._delta_views = self.state.new_flat()
         self.algorithms = ClientAlgorithms(setup.algorithms, self.state, setup.datamodule, setup.averaging, setup.seed)
 
-    def train(self, instructions: RoundInstructions, model: object, node_state: RecordDict) -> RecordDict:
-        """Run the client's round and return its reply: the update's payloads and its sample count."""
+    def train(self, instructions: RoundInstructions, content: RecordDict, node_state: RecordDict) -> RecordDict:
+        """Run the client's round from the server's message ``content`` and return its reply: the update's
+        payloads, its sample count, and its shares of the algorithms' sums."""
         self._check(instructions)
-        self._load_start(model)
+        self._load_start(content.array_records.get("model"))
         dm, client_id = self.setup.datamodule, instructions.client_id
         batches = client_batches(dm.client_indices[client_id], dm.batch_size, dm.local_epochs, dm.shuffle, dm.seed,
                                  instructions.round_idx, client_id, dm.drop_last)
         num_samples = len(dm.client_indices[client_id])
-        self.algorithms.start(instructions.round_idx, client_id, num_samples, len(batches), self._start_views)
+        self.algorithms.start(instructions.round_idx, client_id, num_samples, len(batches), self._start_views,
+                              content.array_records.get("algorithm"), node_state)
         assert dm.train_dataset is not None
         loader = BatchLoader(make_batch_loader(dm.train_dataset, batches, dm.num_workers, dm.pin_memory,
                                                dm.collate_fn))
@@ -89,13 +91,16 @@ class ClientRuntime:
                              enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, devices=1,
                              callbacks=callbacks, **self.setup.client_trainer)
         trainer.fit(self.setup.model, train_dataloaders=loader)
-        update = self._update()
+        update, sums = self._update(node_state)
         codec = self.setup.averaging.uplink.codec
         load_codec_state(codec, node_state, "uplink")
         record, _ = encode_record(self.wire.uplink, update, seed=instructions.seed,
                                   round_idx=instructions.round_idx, client_id=client_id)
         save_codec_state(codec, node_state, "uplink")
-        return RecordDict({"update": record, "metrics": MetricRecord({"num-samples": num_samples})})
+        reply = RecordDict({"update": record, "metrics": MetricRecord({"num-samples": num_samples})})
+        if sums is not None:
+            reply["sums"] = sums
+        return reply
 
     def _check(self, instructions: RoundInstructions) -> None:
         """Refuse instructions from a server whose config differs from this client's."""
@@ -117,18 +122,18 @@ class ClientRuntime:
         state.write_module(self._start_views)
 
     @torch.no_grad()
-    def _update(self) -> list[torch.Tensor]:
+    def _update(self, node_state: RecordDict) -> tuple[list[torch.Tensor], ArrayRecord | None]:
         """``w_client - w_received`` per floating tensor (after the algorithms' changes), then the integer buffers'
-        increments."""
+        increments; and the client's shares of the algorithms' sums."""
         state = self.state
         state.module_minus(self._start_views, self._delta_views)
         if not bool(torch.isfinite(self._delta.sum())):
-            self.algorithms.finish(None)
+            self.algorithms.finish(None, node_state)
             raise FederatedRuntimeError("the client's update is not finite (NaN or Inf); it is not sent")
-        self.algorithms.finish((self._delta, self._delta_views))
+        sums = self.algorithms.finish((self._delta, self._delta_views), node_state)
         increments = state.module_int_minus_global()
         ints = [increments[s.offset: s.offset + s.numel].view(s.shape) for s in state.int_specs]
-        return [*self._delta_views, *ints]
+        return [*self._delta_views, *ints], sums
 
 
 def partition_id(context: Context, num_clients: int) -> int:
@@ -163,7 +168,7 @@ def handle_train(msg: Message, context: Context) -> Message:
     if instructions.client_id != client_id:
         raise FederatedRuntimeError(f"the server sent client {instructions.client_id}'s round to the node of "
                                     f"partition-id {client_id}")
-    reply = runtime.train(instructions, msg.content.array_records.get("model"), context.state)
+    reply = runtime.train(instructions, msg.content, context.state)
     return Message(reply, reply_to=msg)
 
 

@@ -26,6 +26,10 @@ class RoundReport:
         uplink_bytes: The codecs' payload bytes of the accepted updates.
         downlink_message_bytes: Bytes of the payload ``Array``s sent (payloads and their 4-byte length prefixes).
         uplink_message_bytes: Bytes of the payload ``Array``s received in every reply, rejected ones included.
+        algorithm_downlink_bytes: Payload bytes of algorithm state sent (SCAFFOLD's server variate), which
+            ``lightning-fl fit`` does not count.
+        algorithm_uplink_bytes: Payload bytes of the accepted clients' shares of algorithm sums (SCAFFOLD's variate
+            changes), which ``lightning-fl fit`` does not count.
         dense_bytes: Bytes of one dense float32 model, for comparison.
         refused_step: Whether the server step was refused (a non-finite aggregate or global model).
         val_acc: Accuracy of the new global model on the data module's validation split (``None`` without one).
@@ -44,6 +48,8 @@ class RoundReport:
     uplink_bytes: int = 0
     downlink_message_bytes: int = 0
     uplink_message_bytes: int = 0
+    algorithm_downlink_bytes: int = 0
+    algorithm_uplink_bytes: int = 0
     dense_bytes: int = 0
     refused_step: bool = False
     val_acc: float | None = None

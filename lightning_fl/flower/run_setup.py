@@ -22,7 +22,7 @@ from lightning_fl.datamodules.federated import FederatedDataModule
 from lightning_fl.exceptions import FederatedConfigError
 from lightning_fl.federation.algorithm import FederatedAlgorithm
 from lightning_fl.federation.host import FederatedAveraging
-from lightning_fl.flower.client_algorithms import check_client_side
+from lightning_fl.flower.algorithms import check_supported
 
 __all__ = ["RunSetup", "load_run_setup"]
 
@@ -42,7 +42,7 @@ class RunSetup:
         seed: The federated seed (``FederatedAveraging(seed=...)``, else the data module's).
         num_rounds: Rounds to run (the run config's ``num-rounds``, else the YAML's ``trainer.max_epochs``).
         client_trainer: Keyword arguments of each client's Lightning ``Trainer`` taken from the YAML.
-        algorithms: The YAML's algorithm callbacks (client-side ones only: checked at load).
+        algorithms: The YAML's algorithm callbacks (supported ones only: checked at load).
         left_out: Names of the YAML's callbacks that a Flower run does not use.
     """
 
@@ -97,7 +97,7 @@ def _refuse_unsupported(trainer: pl.Trainer, model: pl.LightningModule) -> Feder
         raise FederatedConfigError(f"{type(model).__name__} runs its own rounds (uses_weight_averaging=False); the "
                                    "Flower apps run weight averaging only")
     callbacks = list(trainer.callbacks)  # type: ignore[attr-defined]
-    check_client_side([cb for cb in callbacks if isinstance(cb, FederatedAlgorithm)])
+    check_supported([cb for cb in callbacks if isinstance(cb, FederatedAlgorithm)])
     found = [cb for cb in callbacks if isinstance(cb, FederatedAveraging)]
     if len(found) != 1:
         raise FederatedConfigError(f"the config must have exactly one FederatedAveraging callback, got {len(found)}")

@@ -37,7 +37,7 @@ def run_server(grid: Grid, context: Context) -> list[RoundReport]:
     round_log = RoundLog(settings.metrics_file)
     for round_idx in range(setup.num_rounds):
         report = runtime.run_round(grid, nodes, round_idx, settings.round_timeout)
-        report.val_acc = validation_accuracy(setup)
+        report.val_acc = validation_accuracy(setup, runtime.trainer)
         round_log.write(report)
     if settings.save_model:
         Path(settings.save_model).parent.mkdir(parents=True, exist_ok=True)
@@ -45,15 +45,12 @@ def run_server(grid: Grid, context: Context) -> list[RoundReport]:
     return round_log.reports
 
 
-def validation_accuracy(setup: RunSetup) -> float | None:
+def validation_accuracy(setup: RunSetup, trainer: "pl.Trainer") -> float | None:
     """The module's logged validation accuracy (a metric named ``*acc``) of the model in it on the data module's
-    validation split, or ``None`` without a split or such a metric."""
+    validation split, evaluated by ``trainer``, or ``None`` without a split or such a metric."""
     dm = setup.datamodule
     if dm.val_dataset is None:
         return None
-    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, devices=1,
-                         accelerator=setup.client_trainer.get("accelerator", "auto"))
     (metrics,) = trainer.validate(setup.model, dataloaders=dm.val_dataloader(), verbose=False)
     accuracies = sorted(key for key in metrics if key.endswith("acc"))
     return float(metrics[accuracies[0]]) if accuracies else None

@@ -8,19 +8,24 @@ and :class:`~lightning_fl.federation.guards.GuardedServerStep` steps the server 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import warnings
 from collections.abc import Iterable
 
+import numpy as np
+import pytorch_lightning as pl
 import torch
 from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 
 from lightning_fl.exceptions import PayloadError
+from lightning_fl.federation.context import RoundContext
 from lightning_fl.federation.flat import FlatState
 from lightning_fl.federation.guards import GuardedServerStep
 from lightning_fl.federation.reduce import RoundReducer
+from lightning_fl.flower.algorithms import ServerAlgorithms
 from lightning_fl.flower.instructions import RoundInstructions
 from lightning_fl.flower.model_wire import ModelWire
 from lightning_fl.flower.payloads import decode_record, encode_record, record_bytes
@@ -68,6 +73,12 @@ class ServerRuntime:
         self.reducer = RoundReducer()
         self.reducer.bind(self.aggregator, state.int_numel, device)
         self.guard = GuardedServerStep(state, setup.averaging.server_optimizer)
+        self.algorithms = ServerAlgorithms(setup.algorithms, state, setup.datamodule, setup.averaging, setup.seed,
+                                           allocate=self.reducer.add_state)
+        #: The server's Trainer: evaluates the global model, and is what algorithms' ``on_round_end`` receive.
+        self.trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                                  enable_model_summary=False, devices=1,
+                                  accelerator=setup.client_trainer.get("accelerator", "auto"))
         self._update, self._update_views = state.new_flat()
 
     def run_round(self, grid: Grid, nodes: dict[int, int], round_idx: int, timeout: float) -> RoundReport:
@@ -89,7 +100,7 @@ class ServerRuntime:
                 log.warning("round %d: client %d (node %s) failed: %s", round_idx, client_id, node, reason)
                 continue
             self._receive(reply, round_idx, client_id, report)
-        report.refused_step = self._step(round_idx, report)
+        report.refused_step = self._step(round_idx, plan.clients, report)
         report.seconds = time.perf_counter() - began
         return report
 
@@ -109,6 +120,10 @@ class ServerRuntime:
             instructions = RoundInstructions(round_idx, client_id, seed, client_seed, averaging.downlink.codec.name,
                                              averaging.uplink.codec.name)
             content = RecordDict({"model": record, "instructions": instructions.to_record()})
+            algorithm_record, algorithm_bytes = self.algorithms.down(round_idx, client_id)
+            if algorithm_record is not None:
+                content["algorithm"] = algorithm_record
+                report.algorithm_downlink_bytes += algorithm_bytes
             messages.append(Message(content, dst_node_id=nodes[client_id], message_type="train",
                                     group_id=str(round_idx)))
         return messages
@@ -124,6 +139,7 @@ class ServerRuntime:
             metrics = content.metric_records.get("metrics")
             weight = check_num_samples(metrics.get("num-samples") if metrics is not None else None)
             tensors, nbytes = decode_record(self.wire.uplink, record)
+            shares, share_bytes = self.algorithms.decode_sums(content.array_records.get("sums"))
             n = self.wire.num_float
             torch._foreach_copy_(self._update_views, tensors[:n])
             if not bool(torch.isfinite(self._update.sum())):
@@ -140,15 +156,28 @@ class ServerRuntime:
         self.aggregator.update(self._update, float(weight))
         if self.state.int_specs:
             self.reducer.add_int_increments(torch.cat([t.reshape(-1) for t in tensors[n:]]).to(torch.float64))
+        self.algorithms.sums.add(shares)
+        report.algorithm_uplink_bytes += share_bytes
 
-    def _step(self, round_idx: int, report: RoundReport) -> bool:
-        """Reduce the round's sums and step the global model (as ``ServerStep.apply``); returns whether the guard
-        refused the step."""
+    def _step(self, round_idx: int, clients: np.ndarray, report: RoundReport) -> bool:
+        """Reduce the round's sums, step the global model and call the algorithms, as ``ServerStep`` does; returns
+        whether the guard refused the step."""
+        senders = report.accepted + report.rejected
         int_increments, _ = self.reducer.reduce((report.downlink_bytes, report.uplink_bytes, report.rejected,
-                                                 report.accepted))
+                                                 senders))
+        context = RoundContext(round_idx, clients, self.aggregator.count, round_idx == self.setup.num_rounds - 1,
+                               report.downlink_bytes, report.uplink_bytes, senders, report.rejected)
+        self.algorithms.synced(context, self.aggregator)
+        refused = self._apply(round_idx, int_increments)
+        self.state.write_module()
+        self.algorithms.round_end(self.trainer, dataclasses.replace(context, refused=refused))
+        return refused
+
+    def _apply(self, round_idx: int, int_increments: torch.Tensor) -> bool:
+        """The guarded server step on the round's mean update; returns whether the guard refused it."""
         if self.aggregator.count == 0:
             warnings.warn(f"no client update reached the server in round {round_idx}; the global model is unchanged",
-                          RuntimeWarning, stacklevel=2)
+                          RuntimeWarning, stacklevel=3)
             return False
         dm, averaging = self.setup.datamodule, self.setup.averaging
         denominator = float(dm.client_sizes.sum()) if averaging.aggregation == "all" else None
@@ -156,5 +185,4 @@ class ServerRuntime:
         reason = self.guard.step(self.aggregator.compute(denominator), increments)
         if reason is not None:
             self.guard.warn_refused(round_idx, reason)
-        self.state.write_module()
         return reason is not None
