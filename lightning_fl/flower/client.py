@@ -9,8 +9,10 @@ from ``derive_seed(seed, "client", round_idx, client_id)`` at its first batch, r
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
@@ -32,7 +34,8 @@ from lightning_fl.namespaces import Callback
 
 __all__ = ["ClientRuntime", "handle_query", "handle_train", "partition_id"]
 
-_RUNTIMES: dict[str, ClientRuntime] = {}
+#: This process's client runtimes, by YAML (path and modification time).
+_RUNTIMES: dict[tuple[str, int], ClientRuntime] = {}
 
 
 class FlowerClientRound(Callback):
@@ -83,14 +86,7 @@ class ClientRuntime:
         num_samples = len(dm.client_indices[client_id])
         self.algorithms.start(instructions.round_idx, client_id, num_samples, len(batches), self._start_views,
                               content.array_records.get("algorithm"), node_state)
-        assert dm.train_dataset is not None
-        loader = BatchLoader(make_batch_loader(dm.train_dataset, batches, dm.num_workers, dm.pin_memory,
-                                               dm.collate_fn))
-        callbacks = [FlowerClientRound(instructions.client_seed), *self.algorithms.algorithms]
-        trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                             enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, devices=1,
-                             callbacks=callbacks, **self.setup.client_trainer)
-        trainer.fit(self.setup.model, train_dataloaders=loader)
+        self._fit(batches, instructions.client_seed)
         update, sums = self._update(node_state)
         codec = self.setup.averaging.uplink.codec
         load_codec_state(codec, node_state, "uplink")
@@ -101,6 +97,19 @@ class ClientRuntime:
         if sums is not None:
             reply["sums"] = sums
         return reply
+
+    def _fit(self, batches: list[np.ndarray], client_seed: int) -> None:
+        """Train the module on ``batches`` with a fresh Lightning Trainer (so a fresh optimizer state, as
+        ``lightning-fl fit`` clears it for every client), the algorithms among its callbacks."""
+        dm = self.setup.datamodule
+        assert dm.train_dataset is not None
+        loader = BatchLoader(make_batch_loader(dm.train_dataset, batches, dm.num_workers, dm.pin_memory,
+                                               dm.collate_fn))
+        callbacks = [FlowerClientRound(client_seed), *self.algorithms.algorithms]
+        trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, devices=1,
+                             callbacks=callbacks, **self.setup.client_trainer)
+        trainer.fit(self.setup.model, train_dataloaders=loader)
 
     def _check(self, instructions: RoundInstructions) -> None:
         """Refuse instructions from a server whose config differs from this client's."""
@@ -152,11 +161,13 @@ def partition_id(context: Context, num_clients: int) -> int:
 
 
 def client_runtime(context: Context) -> ClientRuntime:
-    """This process's runtime for the run config's YAML (built on first use)."""
+    """This process's runtime for the run config's YAML (built on first use, and again when the file changed)."""
     settings = read_run_config(context.run_config)
-    runtime = _RUNTIMES.get(settings.config)
+    path = Path(settings.config)
+    key = (str(path.resolve()), path.stat().st_mtime_ns) if path.is_file() else (settings.config, 0)
+    runtime = _RUNTIMES.get(key)
     if runtime is None:
-        runtime = _RUNTIMES[settings.config] = ClientRuntime(load_run_setup(settings.config, settings.num_rounds))
+        runtime = _RUNTIMES[key] = ClientRuntime(load_run_setup(settings.config, settings.num_rounds))
     return runtime
 
 
