@@ -36,6 +36,15 @@ class DeclaredSums:
     Args:
         allocate: ``allocate(name, numel, dtype) -> tensor``: the runtime's own allocation (the server's reducer),
             or ``None`` for plain zero tensors (a client).
+
+    Example:
+        >>> client, server = DeclaredSums(), DeclaredSums()
+        >>> client.add_state("drift", 2, torch.float32).add_(torch.tensor([1.0, 2.0]))
+        tensor([1., 2.])
+        >>> total = server.add_state("drift", 2, torch.float32)
+        >>> shares, nbytes = server.decode(client.encode(round_idx=0, client_id=1))
+        >>> server.add(shares); server.add(shares); total.tolist(), nbytes
+        ([2.0, 4.0], 14)
     """
 
     def __init__(self, allocate: Callable[[str, int, torch.dtype], torch.Tensor] | None = None) -> None:

@@ -40,6 +40,10 @@ def check_supported(algorithms: list[FederatedAlgorithm]) -> None:
 
     Raises:
         FederatedConfigError: Naming them.
+
+    Example:
+        >>> from lightning_fl.algorithms.fedprox import FedProx
+        >>> check_supported([FedProx(mu=0.1)])
     """
     refused = [type(a).__name__ for a in algorithms if type(a).__name__ not in SUPPORTED_ALGORITHMS
                or type(a).__module__.split(".")[0] != "lightning_fl"]

@@ -24,7 +24,18 @@ RECORD_PREFIX = "lightning_fl.codec/"
 
 def load_codec_state(codec: Codec, state: RecordDict, direction: str) -> None:
     """Load this node's streams into ``codec`` (dropping any other client's streams it holds); a node that has
-    none yet starts with empty streams, as a client does in its first round of ``lightning-fl fit``."""
+    none yet starts with empty streams, as a client does in its first round of ``lightning-fl fit``.
+
+    Example:
+        >>> from lightning_fl.codecs import ErrorFeedback, SignCompressor
+        >>> codec, node = ErrorFeedback(SignCompressor()), RecordDict()
+        >>> _ = codec.encode(torch.tensor([1.0, -0.5]), seed=0, key="3/w")
+        >>> save_codec_state(codec, node, "uplink")
+        >>> codec.residuals.clear()  # a new process
+        >>> load_codec_state(codec, node, "uplink")
+        >>> list(codec.residuals), codec.residuals["3/w"].tolist()
+        (['3/w'], [0.25, 0.25])
+    """
     if not codec.stateful:
         return
     fields: dict[str, Any] = {name: OrderedDict() for name in codec.state_dict()}
