@@ -8,8 +8,8 @@ import json
 import logging
 from pathlib import Path
 
-import cloudpickle
 import pytest
+from ray import cloudpickle
 
 from lightning_fl.flower.run_setup import load_run_setup
 
@@ -38,7 +38,7 @@ def test_crashing_and_hostile_clients_are_counted_and_the_rounds_complete(
 ) -> None:
     crashing, hostile = _clients_in_every_round()[:2]
     metrics_file = tmp_path / "rounds.jsonl"
-    cloudpickle.register_pickle_by_value(misbehaving_client)  # the Ray workers cannot import tests/ modules
+    cloudpickle.register_pickle_by_value(misbehaving_client)  # sent by value: Ray workers need not import tests/
     with caplog.at_level(logging.WARNING, logger="lightning_fl.flower"):
         run_flower_simulation(
             tmp_path / "app",
