@@ -142,8 +142,8 @@ class ServerRuntime:
             shares, share_bytes = self.algorithms.decode_sums(content.array_records.get("sums"))
             n = self.wire.num_float
             torch._foreach_copy_(self._update_views, tensors[:n])
-            if not bool(torch.isfinite(self._update.sum())):
-                raise PayloadError("the update is not finite (NaN or Inf)")
+            if not all(bool(torch.isfinite(t.sum())) for t in (self._update, *shares)):
+                raise PayloadError("the update or the algorithms' sums are not finite (NaN or Inf)")
         except Exception as err:  # whatever a hostile payload triggers, the server drops it and goes on
             report.rejected += 1
             report.rejected_clients.append(client_id)
