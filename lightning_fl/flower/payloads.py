@@ -58,15 +58,19 @@ class TensorSlot:
 
 def payload_budget(codec: Codec, shape: tuple[int, ...], dtype: torch.dtype) -> int:
     """The most bytes a payload of ``codec`` for a tensor of ``shape`` and ``dtype`` may hold (length prefix
-    included): the larger of the tensor's dense bytes and a probe encoding of a random tensor of that shape (codecs
-    that pad, such as the Hadamard rotation, may exceed the dense size), plus slack for variable headers.
+    included): the larger of the tensor's dense bytes plus a 32-bit index per entry (a sparse codec that keeps every
+    entry, as MagnitudePrune does on ties) and a probe encoding of a random tensor of that shape (codecs that pad,
+    such as the Hadamard rotation, may exceed the dense size), plus slack for variable headers. It stays within a
+    small multiple of the tensor's dense size, which is what the server may allocate for it.
 
     Example:
         >>> from lightning_fl.codecs import Identity
         >>> payload_budget(Identity(), (10,), torch.float32) >= 40
         True
     """
-    dense = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    numel = math.prod(shape)
+    # a sparse codec's worst honest payload keeps every entry (ties in MagnitudePrune): values plus 32-bit indices
+    dense = numel * torch.empty((), dtype=dtype).element_size() + 4 * numel
     probe_input = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(dtype)
     probe = receiver_codec(codec).encode(probe_input, 0, key="probe/probe").nbytes
     return max(dense, probe) + HEADER_SLACK + LENGTH_PREFIX
