@@ -7,13 +7,14 @@ it. A plan is a frozen description; :mod:`lightning_fl.datamodules.loaders` turn
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from lightning_fl.datamodules.client_indices import ClientIndices, client_sizes_of
 from lightning_fl.exceptions import FederatedConfigError
 from lightning_fl.seeding import derive_seed
 
@@ -22,7 +23,13 @@ CLIENT_SAMPLING_MODES = ("uniform", "all", "size")
 
 
 def sample_clients(
-    round_idx: int, sizes: np.ndarray, clients_per_round: int, mode: ClientSampling, seed: int
+    round_idx: int,
+    sizes: np.ndarray,
+    clients_per_round: int,
+    mode: ClientSampling,
+    seed: int,
+    *,
+    cdf: np.ndarray | None = None,
 ) -> np.ndarray:
     """Choose the clients of a round, identically on every rank.
 
@@ -33,9 +40,12 @@ def sample_clients(
         mode: ``"uniform"`` (without replacement), ``"all"`` (every client) or ``"size"`` (without replacement,
             with probability proportional to client size).
         seed: Base seed; the round's randomness is ``derive_seed(seed, "sample", round_idx)``.
+        cdf: ``size_cdf(sizes)`` when the caller keeps it: ``"size"`` sampling then costs O(clients_per_round *
+            log(num_clients)) instead of O(num_clients), with the same clients.
 
     Returns:
-        The sorted client ids of the round.
+        The sorted client ids of the round. Uniform sampling costs O(clients_per_round) (numpy's ``choice`` without
+        replacement uses Floyd's algorithm for a small sample of a large population).
 
     Example:
         >>> sample_clients(0, np.array([5, 5, 5, 5]), 2, "uniform", seed=0).tolist() == \
@@ -53,10 +63,27 @@ def sample_clients(
         raise FederatedConfigError(
             f"clients_per_round must be in [1, num_clients={num_clients}], got {clients_per_round}"
         )
-    rng = np.random.default_rng(derive_seed(seed, "sample", round_idx))
+    round_seed = derive_seed(seed, "sample", round_idx)
+    if mode == "size" and cdf is not None:
+        chosen = _size_sample(round_seed, cdf, clients_per_round)
+        if chosen is not None:
+            return chosen
+    rng = np.random.default_rng(round_seed)
     p = None if mode == "uniform" else sizes / sizes.sum()
     chosen = rng.choice(num_clients, size=clients_per_round, replace=False, p=p)
     return np.sort(chosen.astype(np.int64))
+
+
+def _size_sample(round_seed: int, cdf: np.ndarray, clients_per_round: int) -> np.ndarray | None:
+    """The sorted clients that ``choice(n, k, replace=False, p)`` picks from ``default_rng(round_seed)`` when its
+    first ``k`` draws are distinct (it then returns them, searched in the CDF that :func:`size_cdf` computes); ``None``
+    when two draws hit one client (numpy then zeroes their probabilities and draws again over a new CDF of all
+    clients: the caller runs numpy's own call, rarely, since a repeat has odds of about k^2 * sum(p^2) / 2)."""
+    draws = np.random.default_rng(round_seed).random(clients_per_round)
+    chosen = np.sort(cdf.searchsorted(draws, side="right").astype(np.int64))
+    if len(chosen) > 1 and np.any(chosen[1:] == chosen[:-1]):
+        return None
+    return chosen
 
 
 def assign_to_ranks(work: np.ndarray, world_size: int) -> list[list[int]]:
@@ -271,7 +298,7 @@ def num_client_batches(size: int, batch_size: int, local_epochs: int, drop_last:
 
 def build_round_plan(
     round_idx: int,
-    client_indices: list[np.ndarray],
+    client_indices: Sequence[np.ndarray],
     *,
     clients_per_round: int,
     batch_size: int,
@@ -298,10 +325,17 @@ def build_round_plan(
     sampling: its clients train, each for its first ``num_batches`` batches. With no client at all every rank runs
     one padding batch, so the server callback still closes the round. ``drop_last`` drops every local epoch's
     short last batch (see :func:`client_batches`).
+
+    With ``client_indices`` a :class:`~lightning_fl.datamodules.client_indices.ClientIndices` (the data module's) a
+    plan costs O(clients_per_round), whatever the number of clients: the clients' sizes and sampling distribution
+    are read from it, not recomputed.
     """
-    sizes = np.array([len(ix) for ix in client_indices], dtype=np.int64)
+    sizes = client_sizes_of(client_indices)
     if participation is None:
-        clients = sample_clients(round_idx, sizes, clients_per_round, client_sampling, seed)
+        cdf = None
+        if client_sampling == "size" and isinstance(client_indices, ClientIndices):
+            cdf = client_indices.sampling_cdf
+        clients = sample_clients(round_idx, sizes, clients_per_round, client_sampling, seed, cdf=cdf)
         work = np.array([num_client_batches(int(sizes[c]), batch_size, local_epochs, drop_last) for c in clients])
     else:
         clients, work = _checked_participation(participation, sizes, batch_size, local_epochs, drop_last)
