@@ -55,7 +55,7 @@ def partition_digest(client_indices: Sequence[np.ndarray], client_val_indices: S
         digest.update(str(len(split)).encode())
         if isinstance(split, ClientIndices):
             for start in range(0, len(split), _DIGEST_CHUNK):
-                digest.update(memoryview(_flat_records(split, start, min(start + _DIGEST_CHUNK, len(split)))))
+                digest.update(_flat_records(split, start, min(start + _DIGEST_CHUNK, len(split))).data)
             continue
         for ix in split:
             array = np.ascontiguousarray(np.asarray(ix, dtype=np.int64))
