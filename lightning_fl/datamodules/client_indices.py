@@ -15,6 +15,7 @@ from typing import overload
 
 import numpy as np
 
+from lightning_fl.datamodules.sampling import size_cdf
 from lightning_fl.exceptions import FederatedConfigError
 
 
@@ -121,18 +122,3 @@ def client_sizes_of(indices: Sequence[np.ndarray]) -> np.ndarray:
     if isinstance(indices, ClientIndices):
         return indices.sizes
     return np.fromiter((len(ix) for ix in indices), dtype=np.int64, count=len(indices))
-
-
-def size_cdf(sizes: np.ndarray) -> np.ndarray:
-    """The cumulative distribution over clients proportional to their sizes, computed exactly as
-    ``numpy.random.Generator.choice(n, k, replace=False, p=sizes / sizes.sum())`` computes it before its first draw,
-    so a search in it picks the same clients as that call.
-
-    Example:
-        >>> size_cdf(np.array([1, 1, 2])).tolist()
-        [0.25, 0.5, 1.0]
-    """
-    p = np.asarray(sizes) / np.asarray(sizes).sum()
-    cdf = np.cumsum(p.astype(np.float64, copy=False))
-    cdf /= cdf[-1]
-    return cdf

@@ -25,8 +25,9 @@ from lightning_fl.datamodules import (
     InMemoryDataset,
     QuantitySkewPartitioner,
 )
-from lightning_fl.datamodules.client_indices import ClientIndices, size_cdf
+from lightning_fl.datamodules.client_indices import ClientIndices
 from lightning_fl.datamodules.plan import build_round_plan, sample_clients
+from lightning_fl.datamodules.sampling import size_cdf
 from lightning_fl.exceptions import FederatedConfigError
 
 RECORDED = json.loads((Path(__file__).parent / "data" / "plans_before_flat_indices.json").read_text())
