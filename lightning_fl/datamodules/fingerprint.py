@@ -9,6 +9,7 @@ settings of the round plan; :func:`fingerprint_changes` names every one that dif
 from __future__ import annotations
 
 import hashlib
+import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -67,6 +68,22 @@ def partition_digest(client_indices: Sequence[np.ndarray], client_val_indices: S
 #: Clients whose records :func:`partition_digest` builds at once from a :class:`ClientIndices`.
 _DIGEST_CHUNK = 1 << 16
 
+#: The digest of a set-up partition, kept with its training indices: a partition does not change after setup, and a
+#: checkpoint (which records the digest) may be saved every round.
+_DIGESTS: weakref.WeakKeyDictionary[ClientIndices, tuple[Sequence[np.ndarray], str]] = weakref.WeakKeyDictionary()
+
+
+def _partition_digest_once(client_indices: Sequence[np.ndarray], client_val_indices: Sequence[np.ndarray]) -> str:
+    """:func:`partition_digest`, computed once per pair of :class:`ClientIndices` (every time for lists)."""
+    if not isinstance(client_indices, ClientIndices):
+        return partition_digest(client_indices, client_val_indices)
+    known = _DIGESTS.get(client_indices)
+    if known is not None and known[0] is client_val_indices:
+        return known[1]
+    digest = partition_digest(client_indices, client_val_indices)
+    _DIGESTS[client_indices] = (client_val_indices, digest)
+    return digest
+
 
 def _flat_records(split: ClientIndices, start: int, end: int) -> np.ndarray:
     """The bytes that :func:`partition_digest` hashes for clients ``start..end-1``: each client's size in decimal
@@ -111,7 +128,7 @@ def data_fingerprint(dm: FederatedDataModule) -> dict[str, Any]:
             fingerprint[f"partitioner.{name}"] = plain
     for name in PLAN_SETTINGS:  # a setting the data module does not have is recorded as None on both sides
         fingerprint[name] = _plain(getattr(dm, name, None))
-    fingerprint["partition"] = partition_digest(dm.client_indices, dm.client_val_indices)
+    fingerprint["partition"] = _partition_digest_once(dm.client_indices, dm.client_val_indices)
     return fingerprint
 
 

@@ -162,3 +162,15 @@ def test_the_flat_partition_digest_equals_the_digest_of_a_list(monkeypatch: pyte
         val = [rng.integers(0, 5, int(s)) for s in rng.integers(0, 3, 40)]
         flat = fingerprint.partition_digest(ClientIndices.from_arrays(train), ClientIndices.from_arrays(val))
         assert flat == fingerprint.partition_digest(train, val)
+
+
+def test_the_partition_digest_is_computed_once_per_partition(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkpoint may be saved every round: its fingerprint must not rehash the partition each time."""
+    calls: list[int] = []
+    digest = fingerprint.partition_digest
+    monkeypatch.setattr(fingerprint, "partition_digest", lambda *a: calls.append(1) or digest(*a))
+    dm, _ = _recorded_dm("iid_uniform")
+    first = fingerprint.data_fingerprint(dm)["partition"]
+    assert fingerprint.data_fingerprint(dm)["partition"] == first and len(calls) == 1
+    dm.client_val_indices = ClientIndices.from_arrays([np.array([i]) for i in range(len(dm.client_indices))])
+    assert fingerprint.data_fingerprint(dm)["partition"] != first and len(calls) == 2
