@@ -57,11 +57,21 @@ class ClientIndices(Sequence[np.ndarray]):
             >>> ClientIndices.from_arrays([np.array([2]), np.array([0, 1])]).offsets.tolist()
             [0, 1, 3]
         """
-        parts = [np.asarray(a, dtype=np.int64).reshape(-1) for a in arrays]
+        parts = list(arrays)
         offsets = np.zeros(len(parts) + 1, dtype=np.int64)
-        np.cumsum(np.fromiter((len(p) for p in parts), dtype=np.int64, count=len(parts)), out=offsets[1:])
-        flat = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, parts), dtype=np.int64, count=len(parts)), out=offsets[1:])
+        flat = np.concatenate(parts).astype(np.int64, copy=False) if parts else np.empty(0, dtype=np.int64)
         return cls(flat, offsets)
+
+    def sorted(self) -> ClientIndices:
+        """The same clients, each client's indices sorted (one sort of all indices, no loop over the clients).
+
+        Example:
+            >>> [a.tolist() for a in ClientIndices(np.array([5, 1, 3, 0]), np.array([0, 3, 4])).sorted()]
+            [[1, 3, 5], [0]]
+        """
+        owner = np.repeat(np.arange(len(self), dtype=np.int64), self.sizes)
+        return ClientIndices(self.flat[np.lexsort((self.flat, owner))], self.offsets.copy())
 
     @classmethod
     def empty(cls, num_clients: int) -> ClientIndices:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -85,7 +86,8 @@ class Partitioner(ABC):
                 )
             rng = np.random.default_rng(self.seed)
             parts = self._assign(n, labels, groups, rng)
-            self._cache = ClientIndices.from_arrays(np.sort(np.asarray(p, dtype=np.int64)) for p in parts)
+            flat = parts if isinstance(parts, ClientIndices) else ClientIndices.from_arrays(parts)
+            self._cache = flat.sorted()
             self._cache_key = key
         return self._cache
 
@@ -138,8 +140,9 @@ class Partitioner(ABC):
     @abstractmethod
     def _assign(
         self, num_samples: int, labels: np.ndarray | None, groups: np.ndarray | None, rng: np.random.Generator
-    ) -> list[np.ndarray]:
-        """Compute the assignment of ``num_samples`` samples (abstract: each partitioner has its own rule).
+    ) -> Sequence[np.ndarray]:
+        """Compute the assignment of ``num_samples`` samples (abstract: each partitioner has its own rule): one index
+        array per client, in any order within a client (a list, or a :class:`ClientIndices` when it is cheaper).
         ``labels`` is ``None`` only for partitioners with ``needs_labels = False``."""
 
     def __repr__(self) -> str:
