@@ -71,7 +71,11 @@ class ClientIndices(Sequence[np.ndarray]):
             [[1, 3, 5], [0]]
         """
         owner = np.repeat(np.arange(len(self), dtype=np.int64), self.sizes)
-        return ClientIndices(self.flat[np.lexsort((self.flat, owner))], self.offsets.copy())
+        flat, span = self.flat, int(self.flat.max(initial=0)) + 1
+        if len(flat) and flat.min() >= 0 and span * len(self) < 2**62:  # one sort of client * span + index
+            shift = owner * span
+            return ClientIndices(np.sort(shift + flat) - shift, self.offsets.copy())
+        return ClientIndices(flat[np.lexsort((flat, owner))], self.offsets.copy())
 
     @classmethod
     def empty(cls, num_clients: int) -> ClientIndices:

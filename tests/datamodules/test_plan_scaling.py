@@ -143,6 +143,9 @@ def test_client_indices_read_like_a_list_of_arrays() -> None:
     with pytest.raises(IndexError, match=r"client id must be in \[-3, 2\], got 3"):
         ix[3]
     assert ClientIndices.empty(2).sizes.tolist() == [0, 0]
+    for flat in ([3, 8, 2, 5, 0], [3, -1, 2, 5, -7], [2**62, 1, 0, 5, 4]):  # one sort of a key, or a lexsort
+        ordered = ClientIndices(np.array(flat), np.array([0, 3, 3, 5])).sorted()
+        assert [a.tolist() for a in ordered] == [sorted(flat[:3]), [], sorted(flat[3:])]
     assert isinstance(IIDPartitioner(3, seed=0).partition(None, num_samples=7), ClientIndices)
 
 
