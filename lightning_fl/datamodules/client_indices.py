@@ -70,11 +70,14 @@ class ClientIndices(Sequence[np.ndarray]):
             >>> [a.tolist() for a in ClientIndices(np.array([5, 1, 3, 0]), np.array([0, 3, 4])).sorted()]
             [[1, 3, 5], [0]]
         """
-        owner = np.repeat(np.arange(len(self), dtype=np.int64), self.sizes)
         flat, span = self.flat, int(self.flat.max(initial=0)) + 1
-        if len(flat) and flat.min() >= 0 and span * len(self) < 2**62:  # one sort of client * span + index
-            shift = owner * span
-            return ClientIndices(np.sort(shift + flat) - shift, self.offsets.copy())
+        if len(flat) and flat.min() >= 0 and span * len(self) < 2**62:  # one sort of client * span + index, in place
+            key = np.repeat(np.arange(len(self), dtype=np.int64) * span, self.sizes)
+            key += flat
+            key.sort()
+            key -= np.repeat(np.arange(len(self), dtype=np.int64) * span, self.sizes)
+            return ClientIndices(key, self.offsets.copy())
+        owner = np.repeat(np.arange(len(self), dtype=np.int64), self.sizes)
         return ClientIndices(flat[np.lexsort((flat, owner))], self.offsets.copy())
 
     @classmethod

@@ -87,6 +87,7 @@ class Partitioner(ABC):
             rng = np.random.default_rng(self.seed)
             parts = self._assign(n, labels, groups, rng)
             flat = parts if isinstance(parts, ClientIndices) else ClientIndices.from_arrays(parts)
+            del parts  # the per-client arrays go before the sort allocates its key
             self._cache = flat.sorted()
             self._cache_key = key
         return self._cache
