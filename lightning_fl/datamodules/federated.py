@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -10,6 +10,7 @@ from torch.utils.data import Dataset
 from typing_extensions import override
 
 from lightning_fl.checks import check_bool, check_fraction, check_int
+from lightning_fl.datamodules.client_indices import ClientIndices, client_sizes_of
 from lightning_fl.datamodules.datasets.base import DatasetSource, Splits
 from lightning_fl.datamodules.fingerprint import data_fingerprint, fingerprint_changes
 from lightning_fl.datamodules.fit_checks import check_server_present
@@ -141,8 +142,10 @@ class FederatedDataModule(LightningDataModule):
         self.collate_fn = collate_fn
         self.label_fn = label_fn
         self.train_dataset: Dataset | None = None
-        self.client_indices: list[np.ndarray] = []
-        self.client_val_indices: list[np.ndarray] = []
+        #: Every client's training sample indices after ``setup`` (a :class:`ClientIndices`: reads like a list of
+        #: arrays, stored flat).
+        self.client_indices: Sequence[np.ndarray] = []
+        self.client_val_indices: Sequence[np.ndarray] = []
         self._client_sizes: np.ndarray | None = None
         self._current_plan: RoundPlan | None = None
         #: A user override for old code: run every client on rank ``client_id % world_size``. The round's drivers
@@ -173,7 +176,7 @@ class FederatedDataModule(LightningDataModule):
                 f"clients_per_round must be in [1, num_clients={len(parts)}], got {self.clients_per_round}"
             )
         self.client_indices, self.client_val_indices = self._split_local(parts)
-        empty = [c for c, ix in enumerate(self.client_indices) if len(ix) == 0]
+        empty = np.flatnonzero(self.client_sizes == 0).tolist()
         if empty:
             raise FederatedConfigError(
                 f"every client needs at least one training sample; clients {empty[:10]} have none "
@@ -185,9 +188,9 @@ class FederatedDataModule(LightningDataModule):
         """Under ``drop_last`` a client smaller than ``batch_size`` would run no batch at all: refuse it."""
         if not self.drop_last:
             return
-        small = [c for c, ix in enumerate(self.client_indices) if len(ix) < self.batch_size]
+        small = np.flatnonzero(self.client_sizes < self.batch_size).tolist()
         if small:
-            sizes = [len(self.client_indices[c]) for c in small[:10]]
+            sizes = self.client_sizes[small[:10]].tolist()
             raise FederatedConfigError(
                 f"drop_last=True drops every batch smaller than batch_size={self.batch_size}, so clients with fewer "
                 f"samples would never train; clients {small[:10]} have {sizes} samples ({len(small)} clients in all). "
@@ -220,17 +223,19 @@ class FederatedDataModule(LightningDataModule):
             )
         return Splits(train=source)
 
-    def _split_local(self, parts: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    def _split_local(self, parts: Sequence[np.ndarray]) -> tuple[ClientIndices, ClientIndices]:
         if self.local_val_fraction == 0.0:
-            return list(parts), [np.empty(0, dtype=np.int64) for _ in parts]
-        train, val = [], []
+            flat = parts if isinstance(parts, ClientIndices) else ClientIndices.from_arrays(parts)
+            return flat, ClientIndices.empty(len(parts))
+        train: list[np.ndarray] = []
+        val: list[np.ndarray] = []
         for client_id, ix in enumerate(parts):
             rng = np.random.default_rng(derive_seed(self.seed, "local_split", client_id))
             perm = ix[rng.permutation(len(ix))]
             n_val = round(len(ix) * self.local_val_fraction)
             val.append(np.sort(perm[:n_val]))
             train.append(np.sort(perm[n_val:]))
-        return train, val
+        return ClientIndices.from_arrays(train), ClientIndices.from_arrays(val)
 
     # ------------------------------------------------------------------ checkpoints
     @override
@@ -275,7 +280,7 @@ class FederatedDataModule(LightningDataModule):
     def client_sizes(self) -> np.ndarray:
         """Training samples of every client: the FedAvg weights n_k (computed once, after ``setup``)."""
         if self._client_sizes is None or len(self._client_sizes) != len(self.client_indices):
-            self._client_sizes = np.array([len(ix) for ix in self.client_indices], dtype=np.int64)
+            self._client_sizes = client_sizes_of(self.client_indices)
         return self._client_sizes
 
     @property

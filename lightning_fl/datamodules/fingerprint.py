@@ -9,9 +9,13 @@ settings of the round plan; :func:`fingerprint_changes` names every one that dif
 from __future__ import annotations
 
 import hashlib
+import weakref
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from lightning_fl.datamodules.client_indices import ClientIndices
 
 if TYPE_CHECKING:
     from lightning_fl.datamodules.federated import FederatedDataModule
@@ -37,8 +41,10 @@ def _plain(value: Any) -> Any:
     return None
 
 
-def partition_digest(client_indices: list[np.ndarray], client_val_indices: list[np.ndarray]) -> str:
-    """SHA-256 (hex) of every client's training and local validation sample indices, in client order.
+def partition_digest(client_indices: Sequence[np.ndarray], client_val_indices: Sequence[np.ndarray]) -> str:
+    """SHA-256 (hex) of every client's training and local validation sample indices, in client order: for each split
+    its number of clients, then for each client its number of indices (decimal) and the indices' ``int64`` bytes. A
+    :class:`ClientIndices` is hashed in vectorized chunks of clients, to the same digest.
 
     Example:
         >>> a = partition_digest([np.array([0, 2]), np.array([1])], [])
@@ -48,11 +54,56 @@ def partition_digest(client_indices: list[np.ndarray], client_val_indices: list[
     digest = hashlib.sha256()
     for split in (client_indices, client_val_indices):
         digest.update(str(len(split)).encode())
+        if isinstance(split, ClientIndices):
+            for start in range(0, len(split), _DIGEST_CHUNK):
+                digest.update(_flat_records(split, start, min(start + _DIGEST_CHUNK, len(split))).data)
+            continue
         for ix in split:
             array = np.ascontiguousarray(np.asarray(ix, dtype=np.int64))
             digest.update(str(len(array)).encode())
             digest.update(array.tobytes())
     return digest.hexdigest()
+
+
+#: Clients whose records :func:`partition_digest` builds at once from a :class:`ClientIndices`.
+_DIGEST_CHUNK = 1 << 16
+
+#: The digest of a set-up partition, kept with its training indices: a partition does not change after setup, and a
+#: checkpoint (which records the digest) may be saved every round.
+_DIGESTS: weakref.WeakKeyDictionary[ClientIndices, tuple[Sequence[np.ndarray], str]] = weakref.WeakKeyDictionary()
+
+
+def _partition_digest_once(client_indices: Sequence[np.ndarray], client_val_indices: Sequence[np.ndarray]) -> str:
+    """:func:`partition_digest`, computed once per pair of :class:`ClientIndices` (every time for lists)."""
+    if not isinstance(client_indices, ClientIndices):
+        return partition_digest(client_indices, client_val_indices)
+    known = _DIGESTS.get(client_indices)
+    if known is not None and known[0] is client_val_indices:
+        return known[1]
+    digest = partition_digest(client_indices, client_val_indices)
+    _DIGESTS[client_indices] = (client_val_indices, digest)
+    return digest
+
+
+def _flat_records(split: ClientIndices, start: int, end: int) -> np.ndarray:
+    """The bytes that :func:`partition_digest` hashes for clients ``start..end-1``: each client's size in decimal
+    digits, then its indices' ``int64`` bytes, built without a Python loop over the clients."""
+    sizes = split.sizes[start:end]
+    digits = np.ones(len(sizes), dtype=np.int64)
+    for power in range(1, 19):
+        digits += sizes >= 10**power
+    heads = np.zeros(len(sizes), dtype=np.int64)
+    np.cumsum((digits + 8 * sizes)[:-1], out=heads[1:])
+    out = np.empty(int(digits.sum() + 8 * sizes.sum()), dtype=np.uint8)
+    is_index = np.ones(len(out), dtype=bool)
+    for place in range(int(digits.max(initial=0))):
+        has = digits > place
+        where = heads[has] + place
+        out[where] = 48 + (sizes[has] // 10 ** (digits[has] - 1 - place)) % 10
+        is_index[where] = False
+    indices = split.flat[split.offsets[start] : split.offsets[end]]
+    out[is_index] = np.ascontiguousarray(indices, dtype=np.int64).view(np.uint8)
+    return out
 
 
 def data_fingerprint(dm: FederatedDataModule) -> dict[str, Any]:
@@ -77,7 +128,7 @@ def data_fingerprint(dm: FederatedDataModule) -> dict[str, Any]:
             fingerprint[f"partitioner.{name}"] = plain
     for name in PLAN_SETTINGS:  # a setting the data module does not have is recorded as None on both sides
         fingerprint[name] = _plain(getattr(dm, name, None))
-    fingerprint["partition"] = partition_digest(dm.client_indices, dm.client_val_indices)
+    fingerprint["partition"] = _partition_digest_once(dm.client_indices, dm.client_val_indices)
     return fingerprint
 
 

@@ -2,61 +2,25 @@
 
 Every rank computes the same plan from ``(seed, round_idx)`` alone, so no communication is needed to agree on
 it. A plan is a frozen description; :mod:`lightning_fl.datamodules.loaders` turns this rank's part into batches.
+Client sampling lives in :mod:`lightning_fl.datamodules.sampling`; its names still import from here.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from lightning_fl.datamodules.client_indices import ClientIndices, client_sizes_of
+from lightning_fl.datamodules.sampling import CLIENT_SAMPLING_MODES as CLIENT_SAMPLING_MODES
+from lightning_fl.datamodules.sampling import ClientSampling as ClientSampling
+from lightning_fl.datamodules.sampling import sample_clients as sample_clients
 from lightning_fl.exceptions import FederatedConfigError
 from lightning_fl.seeding import derive_seed
-
-ClientSampling = Literal["uniform", "all", "size"]
-CLIENT_SAMPLING_MODES = ("uniform", "all", "size")
-
-
-def sample_clients(
-    round_idx: int, sizes: np.ndarray, clients_per_round: int, mode: ClientSampling, seed: int
-) -> np.ndarray:
-    """Choose the clients of a round, identically on every rank.
-
-    Args:
-        round_idx: 0-based round.
-        sizes: Number of training samples of every client.
-        clients_per_round: How many clients to sample (ignored by ``"all"``).
-        mode: ``"uniform"`` (without replacement), ``"all"`` (every client) or ``"size"`` (without replacement,
-            with probability proportional to client size).
-        seed: Base seed; the round's randomness is ``derive_seed(seed, "sample", round_idx)``.
-
-    Returns:
-        The sorted client ids of the round.
-
-    Example:
-        >>> sample_clients(0, np.array([5, 5, 5, 5]), 2, "uniform", seed=0).tolist() == \
-            sample_clients(0, np.array([5, 5, 5, 5]), 2, "uniform", seed=0).tolist()
-        True
-        >>> sample_clients(3, np.array([5, 5, 5]), 2, "all", seed=0).tolist()
-        [0, 1, 2]
-    """
-    num_clients = len(sizes)
-    if mode == "all":
-        return np.arange(num_clients, dtype=np.int64)
-    if mode not in CLIENT_SAMPLING_MODES:
-        raise FederatedConfigError(f"client_sampling must be one of {CLIENT_SAMPLING_MODES}, got {mode!r}")
-    if not 1 <= clients_per_round <= num_clients:
-        raise FederatedConfigError(
-            f"clients_per_round must be in [1, num_clients={num_clients}], got {clients_per_round}"
-        )
-    rng = np.random.default_rng(derive_seed(seed, "sample", round_idx))
-    p = None if mode == "uniform" else sizes / sizes.sum()
-    chosen = rng.choice(num_clients, size=clients_per_round, replace=False, p=p)
-    return np.sort(chosen.astype(np.int64))
 
 
 def assign_to_ranks(work: np.ndarray, world_size: int) -> list[list[int]]:
@@ -271,7 +235,7 @@ def num_client_batches(size: int, batch_size: int, local_epochs: int, drop_last:
 
 def build_round_plan(
     round_idx: int,
-    client_indices: list[np.ndarray],
+    client_indices: Sequence[np.ndarray],
     *,
     clients_per_round: int,
     batch_size: int,
@@ -298,10 +262,17 @@ def build_round_plan(
     sampling: its clients train, each for its first ``num_batches`` batches. With no client at all every rank runs
     one padding batch, so the server callback still closes the round. ``drop_last`` drops every local epoch's
     short last batch (see :func:`client_batches`).
+
+    With ``client_indices`` a :class:`~lightning_fl.datamodules.client_indices.ClientIndices` (the data module's) a
+    plan costs O(clients_per_round), whatever the number of clients: the clients' sizes and sampling distribution
+    are read from it, not recomputed.
     """
-    sizes = np.array([len(ix) for ix in client_indices], dtype=np.int64)
+    sizes = client_sizes_of(client_indices)
     if participation is None:
-        clients = sample_clients(round_idx, sizes, clients_per_round, client_sampling, seed)
+        cdf = None
+        if client_sampling == "size" and isinstance(client_indices, ClientIndices):
+            cdf = client_indices.sampling_cdf
+        clients = sample_clients(round_idx, sizes, clients_per_round, client_sampling, seed, cdf=cdf)
         work = np.array([num_client_batches(int(sizes[c]), batch_size, local_epochs, drop_last) for c in clients])
     else:
         clients, work = _checked_participation(participation, sizes, batch_size, local_epochs, drop_last)

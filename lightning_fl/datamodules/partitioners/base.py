@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
 from lightning_fl.checks import check_int
+from lightning_fl.datamodules.client_indices import ClientIndices
 from lightning_fl.exceptions import FederatedConfigError
 
 
@@ -50,16 +52,17 @@ class Partitioner(ABC):
     def __init__(self, num_clients: int | None, seed: int = 0) -> None:
         self.num_clients = None if num_clients is None else check_int("num_clients", num_clients, low=1)
         self.seed = check_int("seed", seed, low=0)
-        self._cache: list[np.ndarray] | None = None
+        self._cache: ClientIndices | None = None
         self._cache_key: tuple[Any, ...] | None = None
 
     def partition(
         self, labels: np.ndarray | None, groups: np.ndarray | None = None, num_samples: int | None = None
-    ) -> list[np.ndarray]:
+    ) -> ClientIndices:
         """Return one sorted ``int64`` index array per client; every sample appears exactly once.
 
         The result is computed on the first call and cached; later calls with the same inputs return the cached
-        list.
+        result. It reads like a list of arrays (``parts[client_id]``, ``len(parts)``, iteration) but is stored flat:
+        one concatenated index array and the clients' offsets, whatever the number of clients.
 
         Args:
             labels: Class label of every sample, shape (N,); ``None`` for a partitioner that needs no labels
@@ -68,7 +71,7 @@ class Partitioner(ABC):
             num_samples: N, needed only when neither ``labels`` nor ``groups`` is given.
 
         Returns:
-            A list with one sorted ``int64`` index array per client.
+            One sorted ``int64`` index array per client, as a :class:`ClientIndices`.
 
         Raises:
             FederatedConfigError: If the data cannot be split as configured (for example more clients than samples),
@@ -83,7 +86,9 @@ class Partitioner(ABC):
                 )
             rng = np.random.default_rng(self.seed)
             parts = self._assign(n, labels, groups, rng)
-            self._cache = [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
+            flat = parts if isinstance(parts, ClientIndices) else ClientIndices.from_arrays(parts)
+            del parts  # the per-client arrays go before the sort allocates its key
+            self._cache = flat.sorted()
             self._cache_key = key
         return self._cache
 
@@ -136,8 +141,9 @@ class Partitioner(ABC):
     @abstractmethod
     def _assign(
         self, num_samples: int, labels: np.ndarray | None, groups: np.ndarray | None, rng: np.random.Generator
-    ) -> list[np.ndarray]:
-        """Compute the assignment of ``num_samples`` samples (abstract: each partitioner has its own rule).
+    ) -> Sequence[np.ndarray]:
+        """Compute the assignment of ``num_samples`` samples (abstract: each partitioner has its own rule): one index
+        array per client, in any order within a client (a list, or a :class:`ClientIndices` when it is cheaper).
         ``labels`` is ``None`` only for partitioners with ``needs_labels = False``."""
 
     def __repr__(self) -> str:

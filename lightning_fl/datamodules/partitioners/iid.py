@@ -6,6 +6,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from lightning_fl.datamodules.client_indices import ClientIndices
 from lightning_fl.datamodules.partitioners.base import Partitioner
 
 
@@ -36,6 +37,13 @@ class IIDPartitioner(Partitioner):
 
     def _assign(
         self, num_samples: int, labels: np.ndarray | None, groups: np.ndarray | None, rng: np.random.Generator
-    ) -> list[np.ndarray]:
+    ) -> ClientIndices:
         assert self.num_clients is not None
-        return list(np.array_split(rng.permutation(num_samples), self.num_clients))
+        # the parts of np.array_split(permutation, num_clients), kept flat: the first num_samples % num_clients
+        # clients hold one sample more
+        small, larger = divmod(num_samples, self.num_clients)
+        sizes = np.full(self.num_clients, small, dtype=np.int64)
+        sizes[:larger] += 1
+        offsets = np.zeros(self.num_clients + 1, dtype=np.int64)
+        np.cumsum(sizes, out=offsets[1:])
+        return ClientIndices(rng.permutation(num_samples), offsets)
