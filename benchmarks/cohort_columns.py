@@ -230,6 +230,9 @@ def vmap_reference(
 ) -> ColumnResult:
     """The same rounds with ``torch.func``: each chunk of at most ``max_parallel_clients`` clients (all at once for
     ``None``) trains as one computation over its stacked weights. Needs equal step counts and batch sizes."""
+    sizes = dm.client_sizes
+    if len(set(sizes.tolist())) > 1 or sizes[0] % dm.batch_size:
+        return ColumnResult(status="n/a", note="the vmap reference needs clients of one size, a multiple of the batch")
     result, clock = ColumnResult(), Clock(device)
     with PeakMemory(device) as memory:
         model = copy.deepcopy(backbone).to(device)

@@ -12,11 +12,17 @@ fill K x 200 samples and split IID; no download). Models:
   ("same" padding), each followed by ReLU and 2x2 max-pooling, then fc 3136 -> 512 and 512 -> 10 (1,663,370
   parameters), on the digits upsampled to 28x28 with bilinear ``F.interpolate``.
 
+``--workload round-overhead`` runs instead the clients of ``benchmarks/round_overhead.py`` (100 Dirichlet(0.5)
+clients of the 1,437 digits, 1 to 44 samples, K of them per round, batch 16, one local epoch: 1 to 3 steps), the
+workload of the issue's CPU target; the vmap reference needs equal clients and is ``n/a`` there.
+
 The training set lives on the device in every column (no host-to-device copies anywhere). Every column runs a
 warm-up round and then ``--rounds`` timed rounds; the table shows the median and the speed-up over the plain loop
 (plain time / column time: above 1 is faster). Peak memory is the growth over the column's start (see
-``cohort_columns.py``). After the timed rounds each column's global weights are compared with the plain loop's:
-``max |dw|`` is the largest absolute difference (float32: ~1e-6 expected; a large value means different work).
+``cohort_columns.py``). Each column's global weights are compared with the plain loop's after round 0 and after the
+last round (largest absolute difference). In float32 they differ by rounding alone: ~1e-8 for the MLP, ~1e-6 for the
+CNN after round 0, which training then amplifies about tenfold a round for the CNN (its plain loop and vmap
+reference agree exactly in float64); a large round-0 difference means the column did different work.
 ``--precision 32`` turns TF32 off on the GPU (``--allow-tf32`` keeps PyTorch's default) so float32 means float32.
 
     .venv/bin/python benchmarks/cohort_speed.py --quick --models mlp                # K=10, 2 rounds: seconds
@@ -53,9 +59,10 @@ from cohort_columns import (
 )
 
 from lightning_fl import FederatedDataModule
-from lightning_fl.datamodules import IIDPartitioner, InMemoryDataset, load_digits_dataset
+from lightning_fl.datamodules import DirichletPartitioner, IIDPartitioner, InMemoryDataset, load_digits_dataset
 from lightning_fl.nn import MLP
 
+WORKLOADS = ("prototype", "round-overhead")
 COLUMNS = ("sequential", "vectorized", "vmap")
 TITLES = {"plain": "plain loop", "sequential": "lightning-fl sequential", "vectorized": "lightning-fl vectorized",
           "vmap": "torch.func vmap reference"}
@@ -84,24 +91,35 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], int]] = {
 }
 
 
-def client_data(image_size: int, num_samples: int, device: torch.device) -> InMemoryDataset:
-    """The digits' training images at ``image_size`` x ``image_size``, repeated to ``num_samples``, on ``device``."""
+def client_data(image_size: int, num_samples: int | None, device: torch.device) -> InMemoryDataset:
+    """The digits' training images at ``image_size`` x ``image_size``, repeated to ``num_samples`` (``None``: each
+    once), on ``device``."""
     train, _ = load_digits_dataset(val_fraction=0.2, seed=0)
     x, y = train.tensors
     if image_size != x.shape[-1]:
         x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
-    index = torch.arange(num_samples) % len(x)
+    index = torch.arange(len(x) if num_samples is None else num_samples) % len(x)
     return InMemoryDataset(x[index].contiguous().to(device), y[index].to(device))
 
 
-def data_module_factory(data: InMemoryDataset, clients: int, batch_size: int) -> Callable[[], FederatedDataModule]:
-    """Fresh, set-up data modules over ``data``: ``clients`` equal IID clients, all of them in every round."""
+def data_module_factory(
+    workload: str, image_size: int, clients: int, args: argparse.Namespace, device: torch.device
+) -> Callable[[], FederatedDataModule]:
+    """Fresh, set-up data modules of a workload with ``clients`` clients per round.
+
+    ``prototype``: ``clients`` IID clients of ``local_steps * batch_size`` samples each, all of them in every round.
+    ``round-overhead``: ``benchmarks/round_overhead.py``'s: 100 Dirichlet(0.5) clients of the 1,437 digits (unequal
+    sizes, 1 to 3 steps each), ``clients`` sampled per round, batch 16.
+    """
+    prototype = workload == "prototype"
+    samples = clients * args.local_steps * args.batch_size if prototype else None
+    data = client_data(image_size, samples, device)
 
     def make() -> FederatedDataModule:
-        dm = FederatedDataModule(
-            data, partitioner=IIDPartitioner(num_clients=clients, seed=0), clients_per_round=clients,
-            batch_size=batch_size, local_epochs=1, seed=0,
-        )
+        partitioner = (IIDPartitioner(num_clients=clients, seed=0) if prototype
+                       else DirichletPartitioner(num_clients=100, alpha=0.5, seed=0))
+        dm = FederatedDataModule(data, partitioner=partitioner, clients_per_round=clients,
+                                 batch_size=args.batch_size if prototype else 16, local_epochs=1, seed=0)
         dm.setup("fit")
         return dm
 
@@ -124,8 +142,7 @@ def run_row(model_name: str, clients: int, args: argparse.Namespace, device: tor
     make_model, image_size = MODELS[model_name]
     torch.manual_seed(0)
     backbone = make_model()
-    data = client_data(image_size, clients * args.local_steps * args.batch_size, device)
-    make_dm = data_module_factory(data, clients, args.batch_size)
+    make_dm = data_module_factory(args.workload, image_size, clients, args, device)
     common = {"rounds": args.rounds, "device": device, "precision": args.precision, "lr": args.lr}
     runners: dict[str, Callable[[], ColumnResult]] = {"plain": lambda: plain_loop(backbone, make_dm(), **common)}
     if "sequential" in args.columns:
@@ -157,9 +174,11 @@ def run_row(model_name: str, clients: int, args: argparse.Namespace, device: tor
             ),
         }
     return {
-        "model": model_name, "params": sum(p.numel() for p in backbone.parameters()), "clients_per_round": clients,
-        "local_steps": args.local_steps, "batch_size": args.batch_size, "precision": args.precision,
-        "columns": columns,
+        "model": model_name, "workload": args.workload, "params": sum(p.numel() for p in backbone.parameters()),
+        "clients_per_round": clients, "precision": args.precision, "columns": columns,
+        # round-overhead: one local epoch of each client's own (unequal) data
+        "local_steps": args.local_steps if args.workload == "prototype" else None,
+        "batch_size": args.batch_size if args.workload == "prototype" else 16,
     }
 
 
@@ -189,7 +208,8 @@ def table_line(row: dict[str, Any]) -> str:
     peaks = [cols[c]["peak_mib"] if c in cols else None for c in ("plain", *COLUMNS)]
     diffs = [cols[c]["max_abs_diff"] if c in cols else None for c in COLUMNS]
     first = [cols[c]["max_abs_diff_round0"] if c in cols else None for c in COLUMNS]
-    cells = [row["model"], f"{row['params']:,}", str(row["clients_per_round"]), row["precision"],
+    model = row["model"] if row["workload"] == "prototype" else f"{row['model']} ({row['workload']})"
+    cells = [model, f"{row['params']:,}", str(row["clients_per_round"]), row["precision"],
              _ms_cell(cols["plain"], plain=True), *(_ms_cell(cols.get(c)) for c in COLUMNS),
              _slash(peaks, ".0f"), _slash(diffs, ".1e"), _slash(first, ".1e")]
     return "| " + " | ".join(cells) + " |"
@@ -201,6 +221,7 @@ def machine(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
         "accelerator": args.accelerator, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
         "cpu": platform.processor() or platform.machine(), "torch": torch.__version__, "rounds": args.rounds,
         "precision": args.precision, "repeats": args.repeats,
+        "workload": args.workload,
         "vectorize_available": vectorize_supported(),
         "max_parallel_clients": args.max_parallel_clients,
     }
@@ -213,6 +234,8 @@ def machine(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--accelerator", choices=("cpu", "gpu"), default="cpu")
+    parser.add_argument("--workload", choices=WORKLOADS, default="prototype",
+                        help="prototype: K equal clients x 10 steps of 20; round-overhead: round_overhead.py's clients")
     parser.add_argument("--models", nargs="+", choices=tuple(MODELS), default=list(MODELS))
     parser.add_argument("--clients-per-round", nargs="+", type=int, default=[10, 50, 100, 200])
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds after one warm-up round")
@@ -239,6 +262,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     if any(k < 1 for k in args.clients_per_round):
         parser.error(f"--clients-per-round must be at least 1, got {args.clients_per_round}")
+    if args.workload == "round-overhead" and max(args.clients_per_round) > 100:
+        parser.error(f"--clients-per-round must be at most 100 (its clients) with --workload round-overhead, got "
+                     f"{args.clients_per_round}")
     if args.accelerator == "gpu" and not torch.cuda.is_available():
         parser.error("--accelerator gpu needs CUDA, and torch.cuda.is_available() is False here")
     return args
@@ -272,8 +298,7 @@ def warm_up(args: argparse.Namespace, device: torch.device) -> None:
     """Pay the process's one-time costs (autograd, torch.func, Trainer start-up, allocator pools) before the first
     row: one untimed round of 2 clients of the first model in the plain loop, lightning-fl and the vmap reference."""
     make_model, image_size = MODELS[args.models[0]]
-    make_dm = data_module_factory(client_data(image_size, 2 * args.local_steps * args.batch_size, device), 2,
-                                  args.batch_size)
+    make_dm = data_module_factory("prototype", image_size, 2, args, device)
     common = {"rounds": 0, "device": device, "precision": args.precision, "lr": args.lr}
     plain_loop(make_model(), make_dm(), **common)
     if "sequential" in args.columns:
