@@ -141,6 +141,18 @@ def _batches(dm: FederatedDataModule, round_idx: int, client: int) -> list[np.nd
     )
 
 
+def _round_indices(
+    dm: FederatedDataModule, round_idx: int, clients: np.ndarray, device: torch.device
+) -> list[tuple[torch.Tensor, ...]]:
+    """Every client's batches of the round as index tensors on ``device``, copied there at once (a GPU then never
+    waits for a copy inside the round)."""
+    per_client = [_batches(dm, round_idx, int(c)) for c in clients]
+    flat = [b for batches in per_client for b in batches]
+    index = torch.from_numpy(np.concatenate(flat)).to(device).split([len(b) for b in flat])
+    starts = np.cumsum([0] + [len(batches) for batches in per_client])
+    return [index[a:b] for a, b in itertools.pairwise(starts)]
+
+
 def _round_times(ends: list[float]) -> list[float]:
     """Milliseconds of rounds 1.. from the end times of rounds 0.. (round 0 is the warm-up)."""
     return [(b - a) * 1000 for a, b in itertools.pairwise(ends)]
@@ -149,8 +161,9 @@ def _round_times(ends: list[float]) -> list[float]:
 def plain_loop(
     backbone: nn.Module, dm: FederatedDataModule, rounds: int, device: torch.device, precision: str, lr: float
 ) -> ColumnResult:
-    """FedAvg as one writes it by hand: per client, load the global weights, a fresh SGD, its batches; then the
-    update weighted by the client's sample count is accumulated, and the mean update applied."""
+    """FedAvg as one writes it by hand: per client, load the global weights, a fresh SGD, its batches (the round's
+    sample indices copied to the device at once); then the update weighted by the client's sample count is
+    accumulated, and the mean update applied."""
     result, clock = ColumnResult(), Clock(device)
     with PeakMemory(device) as memory:
         model = copy.deepcopy(backbone).to(device)
@@ -162,13 +175,13 @@ def plain_loop(
         for round_idx in range(rounds + 1):
             acc = [torch.zeros_like(w) for w in global_w]
             total = 0.0
-            for c in _round_clients(dm, round_idx):
+            clients = _round_clients(dm, round_idx)
+            for c, indices in zip(clients, _round_indices(dm, round_idx, clients, device), strict=True):
                 with torch.no_grad():
                     for p, w in zip(params, global_w, strict=True):
                         p.copy_(w)
                 opt = torch.optim.SGD(params, lr=lr)
-                for b in _batches(dm, round_idx, int(c)):
-                    index = torch.from_numpy(b)
+                for index in indices:
                     opt.zero_grad()
                     with autocast(device, precision):
                         loss = F.cross_entropy(model(x[index]), y[index])
@@ -181,9 +194,9 @@ def plain_loop(
             with torch.no_grad():
                 for w, a in zip(global_w, acc, strict=True):
                     w.add_(a / total)
-            ends.append(clock.now())
             if round_idx == 0:
                 result.first_weights = [w.clone() for w in global_w]
+            ends.append(clock.now())
     result.round_ms, result.peak_mib, result.weights = _round_times(ends), memory.mib, global_w
     return result
 
@@ -252,9 +265,9 @@ def vmap_reference(
             total = float(dm.client_sizes[clients].sum())
             for n, w in global_w.items():
                 w.add_(acc[n] / total)
-            ends.append(clock.now())
             if round_idx == 0:
                 result.first_weights = [w.clone() for w in global_w.values()]
+            ends.append(clock.now())
     result.round_ms, result.peak_mib, result.weights = _round_times(ends), memory.mib, list(global_w.values())
     return result
 
@@ -269,9 +282,9 @@ class _RoundEnds(pl.Callback):
         self.first_weights: list[torch.Tensor] | None = None
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.ends.append(self.clock.now())
         if trainer.current_epoch == 0:
             self.first_weights = [p.detach().clone() for p in pl_module.backbone.parameters()]
+        self.ends.append(self.clock.now())
 
 
 def vectorize_supported() -> bool:

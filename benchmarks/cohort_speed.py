@@ -16,7 +16,8 @@ fill K x 200 samples and split IID; no download). Models:
 clients of the 1,437 digits, 1 to 44 samples, K of them per round, batch 16, one local epoch: 1 to 3 steps), the
 workload of the issue's CPU target; the vmap reference needs equal clients and is ``n/a`` there.
 
-The training set lives on the device in every column (no host-to-device copies anywhere). Every column runs a
+The training set lives on the device in every column; only sample indices travel (the plain loop copies a round's,
+the vmap reference a chunk's at once; lightning-fl's loader indexes with each batch's). Every column runs a
 warm-up round and then ``--rounds`` timed rounds; the table shows the median and the speed-up over the plain loop
 (plain time / column time: above 1 is faster). Peak memory is the growth over the column's start (see
 ``cohort_columns.py``). Each column's global weights are compared with the plain loop's after round 0 and after the
@@ -318,6 +319,14 @@ def print_notes(rows: list[dict[str, Any]]) -> None:
         print(f"{note} ({', '.join(where)})")
 
 
+def write_json(path: Path, content: dict[str, Any]) -> None:
+    """Write ``content`` to ``path`` whole or not at all (a run killed while writing leaves the previous file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(content, indent=1))
+    partial.replace(path)
+
+
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Run the benchmark, print the table (and write ``--json`` after every row); return the rows."""
     args = parse_args(argv)
@@ -335,8 +344,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                 rows.append(run_row(model_name, clients, args, device))
                 print(table_line(rows[-1]), flush=True)
                 if args.json is not None:  # after every row, so a run cut short keeps what it measured
-                    args.json.parent.mkdir(parents=True, exist_ok=True)
-                    args.json.write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
+                    write_json(args.json, {"machine": info, "rows": rows})
     print_notes(rows)
     return rows
 
