@@ -5,10 +5,10 @@
 #     OUT=/some/dir bash benchmarks/gpu_run.sh          # OUT defaults to ./gpu_results
 #
 # 1. the CUDA tests: the codec contract on CUDA, the benchmark's GPU smoke test (its columns do the same work on the
-#    GPU) and every other test file that mentions CUDA, "-k 'cuda or gpu'" (time limit 120 s);
+#    GPU) and every other test file that mentions CUDA, "-k 'cuda or gpu'" (time limit 100 s);
 # 2. benchmarks/cohort_speed.py --accelerator gpu, K = 10, 50, 100, 200, 3 timed rounds after a warm-up, for the MLP
-#    and the Caldas CNN in float32 (TF32 off) and bf16-mixed: four runs of at most 90 s each, K=200 last, the JSON
-#    rewritten after every row, so a run cut short keeps its finished rows.
+#    and the Caldas CNN in float32 (TF32 off) and bf16-mixed: four runs of at most 75 s (MLP) or 115 s (CNN) each,
+#    K=200 last, the JSON rewritten after every row, so a run cut short keeps its finished rows.
 #
 # ACCELERATOR=cpu CLIENTS="10" ROUNDS=1 dry-runs the same steps on a machine without a GPU (CUDA tests skipped).
 # At most ~8 minutes in all on an H200. Writes 6 files under $OUT: checks.txt (environment, tests, errors),
@@ -20,6 +20,8 @@ PY="${PYTHON:-python3}"
 ACCELERATOR="${ACCELERATOR:-gpu}"
 CLIENTS="${CLIENTS:-10 50 100 200}"
 ROUNDS="${ROUNDS:-3}"
+TEST_LIMIT=100  # seconds; with the four runs' limits, 8 minutes at most
+declare -A LIMIT=([mlp]=75 [cnn]=115)
 mkdir -p "$OUT"
 export PYTHONPATH=. PYTHONUNBUFFERED=1
 LOG="$OUT/checks.txt"
@@ -48,7 +50,7 @@ mapfile -t files < <({
     echo tests/test_cohort_speed_bench.py
     grep -rlE --include='test_*.py' 'cuda|accelerator="gpu"' tests
 } | sort -u)
-timeout -k 5 120 $PY -m pytest -o addopts="" -p no:cacheprovider -q -rfEs --continue-on-collection-errors \
+timeout -k 5 "$TEST_LIMIT" $PY -m pytest -o addopts="" -p no:cacheprovider -q -rfEs --continue-on-collection-errors \
     -m "not distributed" -k "cuda or gpu" "${files[@]}" 2>&1 | tee -a "$LOG" || status=1
 
 for precision in 32 bf16-mixed; do
@@ -56,7 +58,7 @@ for precision in 32 bf16-mixed; do
         tag="${model}_$([ "$precision" = 32 ] && echo fp32 || echo bf16)"
         step "cohort_speed $model $precision"
         printf '### %s, precision %s\n\n' "$model" "$precision" >>"$MD"
-        if ! timeout -k 5 90 $PY benchmarks/cohort_speed.py --accelerator "$ACCELERATOR" --models "$model" \
+        if ! timeout -k 5 "${LIMIT[$model]}" $PY benchmarks/cohort_speed.py --accelerator "$ACCELERATOR" --models "$model" \
             --precision "$precision" --rounds "$ROUNDS" --clients-per-round $CLIENTS \
             --json "$OUT/cohort_$tag.json" 2>>"$LOG" | tee -a "$MD"; then
             status=1
@@ -65,5 +67,6 @@ for precision in 32 bf16-mixed; do
         echo >>"$MD"
     done
 done
+rm -f "$OUT"/*.partial
 step "done, status $status"
 exit $status
