@@ -26,7 +26,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pytorch_lightning as pl
@@ -37,6 +37,8 @@ from torch.func import functional_call, grad, vmap
 
 from lightning_fl import ClassifierModule, FederatedAveraging, FederatedDataModule
 from lightning_fl.datamodules.plan import client_batches, sample_clients
+
+Precision = Literal["32", "bf16-mixed"]
 
 
 @dataclass
@@ -283,6 +285,7 @@ class _RoundEnds(pl.Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.current_epoch == 0:
+            assert isinstance(pl_module, ClassifierModule)
             self.first_weights = [p.detach().clone() for p in pl_module.backbone.parameters()]
         self.ends.append(self.clock.now())
 
@@ -294,7 +297,7 @@ def vectorize_supported() -> bool:
 
 def lightning_fl_column(
     backbone: nn.Module, make_dm: Callable[[], FederatedDataModule], rounds: int, device: torch.device,
-    precision: str, lr: float, vectorize: bool = False, max_parallel_clients: int | None = None,
+    precision: Precision, lr: float, vectorize: bool = False, max_parallel_clients: int | None = None,
 ) -> ColumnResult:
     """An unmodified ``ClassifierModule`` (SGD, ``lr``) in a plain ``pl.Trainer`` with ``FederatedAveraging()``, or
     ``FederatedAveraging(vectorize=True[, max_parallel_clients=N])``: no validation, logging or checkpoints."""
