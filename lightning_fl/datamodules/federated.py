@@ -14,6 +14,7 @@ from lightning_fl.datamodules.datasets.base import DatasetSource, Splits
 from lightning_fl.datamodules.fingerprint import data_fingerprint, fingerprint_changes
 from lightning_fl.datamodules.fit_checks import check_server_present
 from lightning_fl.datamodules.labels import LabelFn, dataset_labels
+from lightning_fl.datamodules.cohorts import CohortLoader, CohortPlan
 from lightning_fl.datamodules.loaders import BatchLoader, RoundLoader, eval_batches, make_batch_loader
 from lightning_fl.datamodules.partitioners.base import Partitioner
 from lightning_fl.datamodules.plan import (
@@ -340,6 +341,9 @@ class FederatedDataModule(LightningDataModule):
         plan = self.plan_round(round_idx, world, rank, max_client_batches=cap)
         self._current_plan = plan
         assert self.train_dataset is not None
+        cohort_size = self.effective_plan_request().cohort_size
+        if cohort_size is not None:  # vectorized: one step of a chunk of clients per Trainer step
+            return CohortLoader(CohortPlan(plan, cohort_size), self.train_dataset, self.collate_fn)
         batches = make_batch_loader(self.train_dataset, plan.batches, self.num_workers, self.pin_memory,
                                     self.collate_fn)
         return RoundLoader(plan, batches)

@@ -1,0 +1,154 @@
+"""The user's ``training_step`` run for a chunk of clients at once, under ``torch.func.vmap``.
+
+:class:`CohortTrainingStep` is installed as the module's ``training_step`` (an instance attribute) for a vectorized
+fit. Lightning calls it with a :class:`~lightning_fl.datamodules.cohorts.CohortBatch`; for every group of equal-size
+batches it runs the module's own (class) ``training_step`` through ``torch.func.functional_call`` on the stacked
+parameters and buffers, vmapped over the client axis with per-client randomness. Buffers the step mutates
+(BatchNorm's running statistics, ``num_batches_tracked``) are written back into their slots. The returned loss has
+the value of the mean over the active clients and the gradient of their sum, so every slot's gradient is exactly its
+client's own. What the step logs with ``self.log``/``self.log_dict`` comes out of the vmapped call and is logged once
+per name as the mean over the active clients (:mod:`~lightning_fl.federation.cohort_log`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from lightning_fl.datamodules.cohorts import CohortBatch
+from lightning_fl.exceptions import FederatedRuntimeError
+from lightning_fl.federation.cohort_log import LogRecorder
+
+__all__ = ["CohortTrainingStep", "StackedState", "vmap_failure"]
+
+#: Stacked tensors of a chunk: ``(floats, ints)``, in the order of the state's float and integer specs.
+StackedState = tuple[list[torch.Tensor], list[torch.Tensor]]
+
+
+class _StepCall(nn.Module):
+    """Calls the module's class ``training_step``: the module under ``functional_call`` sees the swapped tensors."""
+
+    def __init__(self, module: pl.LightningModule) -> None:
+        super().__init__()
+        self.m = module
+
+    def forward(self, batch: Any, batch_idx: int) -> Any:
+        return type(self.m).training_step(self.m, batch, batch_idx)
+
+
+def vmap_failure(module: nn.Module, err: BaseException) -> FederatedRuntimeError:
+    """The error raised when the module's ``training_step`` cannot run under ``vmap``."""
+    return FederatedRuntimeError(
+        f"vectorized training could not run {type(module).__name__}.training_step under torch.func.vmap: {err}. "
+        "A vectorized training_step must avoid .item() and other reads of tensor values into Python, Python control "
+        "flow that depends on tensor values, in-place updates of tensors that are not parameters or buffers, and "
+        "metric objects; train this module with FederatedAveraging(vectorize=False)"
+    )
+
+
+class CohortTrainingStep:
+    """The vectorized ``training_step`` of one fit (see the module docstring).
+
+    Args:
+        module: The LightningModule.
+        float_names: Names of the stacked floating tensors (parameters, then buffers), as in the flat state.
+        int_names: Names of the stacked integer buffers.
+        stacked: Returns the current chunk's stacked tensors.
+    """
+
+    def __init__(self, module: pl.LightningModule, float_names: list[str], int_names: list[str],
+                 stacked: Callable[[], StackedState]) -> None:
+        self.module, self.stacked = module, stacked
+        self.names = [f"m.{n}" for n in float_names + int_names]
+        self._call = _StepCall(module)
+        self._recorder = LogRecorder(module)
+
+    def install(self) -> None:
+        """Make this the module's ``training_step`` (until :meth:`remove`)."""
+        def training_step(batch: CohortBatch, batch_idx: int) -> Any:  # a function: Lightning reads its __code__
+            return self(batch, batch_idx)
+
+        self.module.training_step = training_step  # type: ignore[method-assign]
+
+    def remove(self) -> None:
+        """Give the module its own ``training_step`` back."""
+        self.module.__dict__.pop("training_step", None)
+
+    def __call__(self, batch: CohortBatch, batch_idx: int) -> Any:
+        if not isinstance(batch, CohortBatch):
+            raise FederatedRuntimeError(
+                "vectorized training expects the FederatedDataModule's cohort batches; do not pass "
+                f"train_dataloaders= to fit() or override train_dataloader(), got {type(batch).__name__}"
+            )
+        total, count, logged = self.run(batch, batch_idx)
+        mean = total / count
+        self._recorder.emit(logged, batch.num_samples)
+        return total + (mean - total).detach()  # the mean's value, the sum's gradient
+
+    def run(self, batch: CohortBatch, batch_idx: int) -> tuple[torch.Tensor, int, dict[str, list[torch.Tensor]]]:
+        """The summed loss of the active clients, their number and what each logged (``[G]`` tensors per group)."""
+        floats, ints = self.stacked()
+        tensors = floats + ints
+        trainer = self.module.trainer
+        total: torch.Tensor | None = None
+        count = 0
+        logged: dict[str, list[torch.Tensor]] = {}
+        for slots, data in batch.groups:
+            whole = len(slots) == tensors[0].shape[0] if tensors else True
+            chosen = tensors if whole else [t[slots] for t in tensors]
+            data = trainer.precision_plugin.convert_input(data)
+            losses, values, buffers = self._vmapped(dict(zip(self.names, chosen, strict=True)), data, batch_idx)
+            self._write_buffers(tensors, buffers, slots, whole)
+            total = losses.sum() if total is None else total + losses.sum()
+            count += len(slots)
+            for name, value in values.items():
+                logged.setdefault(name, []).append(value)
+        assert total is not None, "a cohort batch has at least one group"
+        return total, count, logged
+
+    def _vmapped(self, tensors: dict[str, torch.Tensor], data: Any,
+                 batch_idx: int) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        buffer_names = [n for n, t in tensors.items() if not t.requires_grad]
+        recorder = self._recorder
+
+        def one_client(state: dict[str, torch.Tensor], client_batch: Any) -> tuple[Any, ...]:
+            with recorder.recording():
+                out = torch.func.functional_call(self._call, state, (client_batch, batch_idx))
+            loss = _loss_of(out, self.module)
+            return loss, recorder.values(), {n: state[n] for n in buffer_names}
+
+        try:
+            loss, values, buffers = torch.func.vmap(one_client, randomness="different")(tensors, data)
+        except RuntimeError as err:
+            raise vmap_failure(self.module, err) from err
+        return loss, values, buffers
+
+    @torch.no_grad()
+    def _write_buffers(self, tensors: list[torch.Tensor], buffers: dict[str, torch.Tensor], slots: torch.Tensor,
+                       whole: bool) -> None:
+        """Put the buffers the step changed back into the chunk's slots."""
+        for name, full in zip(self.names, tensors, strict=True):
+            new = buffers.get(name)
+            if new is None or (whole and new.data_ptr() == full.data_ptr()):
+                continue
+            if whole:
+                full.copy_(new)
+            else:
+                full[slots] = new
+
+
+def _loss_of(out: Any, module: nn.Module) -> torch.Tensor:
+    """The loss of a ``training_step``'s output (a tensor, or a dict with ``"loss"``)."""
+    if isinstance(out, dict) and isinstance(out.get("loss"), torch.Tensor):
+        return out["loss"]
+    if isinstance(out, torch.Tensor):
+        return out
+    raise FederatedRuntimeError(
+        f"vectorized training needs {type(module).__name__}.training_step to return the loss (a tensor, or a dict "
+        f"with 'loss'), got {type(out).__name__}; returning None to skip a step is not possible when a chunk of "
+        "clients steps together: use FederatedAveraging(vectorize=False)"
+    )
