@@ -10,11 +10,11 @@ from torch.utils.data import Dataset
 from typing_extensions import override
 
 from lightning_fl.checks import check_bool, check_fraction, check_int
+from lightning_fl.datamodules.cohorts import CohortLoader, CohortPlan
 from lightning_fl.datamodules.datasets.base import DatasetSource, Splits
 from lightning_fl.datamodules.fingerprint import data_fingerprint, fingerprint_changes
 from lightning_fl.datamodules.fit_checks import check_server_present
 from lightning_fl.datamodules.labels import LabelFn, dataset_labels
-from lightning_fl.datamodules.cohorts import CohortLoader, CohortPlan
 from lightning_fl.datamodules.loaders import BatchLoader, RoundLoader, eval_batches, make_batch_loader
 from lightning_fl.datamodules.partitioners.base import Partitioner
 from lightning_fl.datamodules.plan import (

@@ -16,70 +16,21 @@ import pytorch_lightning as pl
 import torch
 
 from lightning_fl.datamodules.cohorts import Chunk, CohortLoader, CohortPlan
+from lightning_fl.datamodules.federated import FederatedDataModule
 from lightning_fl.exceptions import FederatedRuntimeError
 from lightning_fl.federation.algorithm import FederatedAlgorithm
 from lightning_fl.federation.client_seed import seed_client
 from lightning_fl.federation.client_step import ClientSteps
 from lightning_fl.federation.cohort_context import CohortContext
+from lightning_fl.federation.cohort_mode import Vectorize, choose_cohort_size, decide_vectorized
+from lightning_fl.federation.cohort_slots import Slots
 from lightning_fl.federation.cohort_step import CohortTrainingStep, StackedState
-from lightning_fl.federation.context import ClientContext
 from lightning_fl.federation.exchange import ClientExchange
 from lightning_fl.federation.flat import FlatState
 from lightning_fl.federation.schedulers import StepSchedules
 from lightning_fl.seeding import derive_seed
 
-__all__ = ["CohortEngine", "Slots"]
-
-
-class Slots:
-    """The stacked state of one chunk: every client's tensors in its slot ``k``, its start and its context.
-
-    Args:
-        state: The global state (the module's tensors by reference).
-        size: ``K``, the chunk's clients.
-    """
-
-    def __init__(self, state: FlatState, size: int) -> None:
-        self.state, self.size = state, size
-        self.floats = [torch.empty((size, *t.shape), dtype=t.dtype, device=t.device) for t in state.module_float]
-        for stacked, tensor in zip(self.floats, state.module_float, strict=True):
-            stacked.requires_grad_(tensor.requires_grad)
-        self.ints = [torch.empty((size, *t.shape), dtype=t.dtype, device=t.device) for t in state.module_int]
-        #: Each slot's start (the exchange's start views when they are not the global state's), its context.
-        self.starts: list[list[torch.Tensor] | None] = [None] * size
-        self.start_refs: list[list[torch.Tensor]] = [state.views] * size
-        self.contexts: list[ClientContext | None] = [None] * size
-
-    @torch.no_grad()
-    def take(self, k: int, exchange: ClientExchange | None, context: ClientContext | None) -> None:
-        """Copy the module's tensors (a client just started) into slot ``k``."""
-        for stacked, tensor in zip(self.floats + self.ints, self.state.module_float + self.state.module_int,
-                                   strict=True):
-            stacked[k].copy_(tensor)
-        self.contexts[k] = context
-        if exchange is not None:
-            self.start_refs[k] = exchange.start_views
-            if exchange.start_views is not self.state.views:
-                self.starts[k] = [t.clone() for t in exchange.start_views]
-
-    @torch.no_grad()
-    def give(self, k: int, exchange: ClientExchange) -> None:
-        """Copy slot ``k`` into the module, and its start back into the exchange (the client's last step is done)."""
-        torch._foreach_copy_(self.state.module_float, [t[k] for t in self.floats])
-        for tensor, stacked in zip(self.state.module_int, self.ints, strict=True):
-            tensor.copy_(stacked[k])
-        exchange.start_views = self.start_refs[k]
-        start = self.starts[k]
-        if start is not None:
-            torch._foreach_copy_(exchange.start_views, start)
-
-    def stacked_starts(self, positions: list[int]) -> list[torch.Tensor]:
-        """The slots' starting weights of the float tensors at ``positions``, stacked ``[K, *shape]``."""
-        out = []
-        for i in positions:
-            rows = [s[i] if s is not None else refs[i] for s, refs in zip(self.starts, self.start_refs, strict=True)]
-            out.append(torch.stack(rows))
-        return out
+__all__ = ["CohortEngine"]
 
 
 class CohortEngine:
@@ -96,6 +47,19 @@ class CohortEngine:
         self._step: CohortTrainingStep | None = None
         self._cohorts: CohortPlan | None = None
         self._batch_idx = 0
+
+    def start_fit(self, vectorize: Vectorize, max_parallel_clients: int | None, trainer: "pl.Trainer",
+                  dm: FederatedDataModule, exchange: ClientExchange, schedules: StepSchedules | None,
+                  seed: int) -> int | None:
+        """Decide whether the fit is vectorized (:mod:`~lightning_fl.federation.cohort_mode`) and, if so, install
+        the vectorized ``training_step``. Returns the chunk size, or ``None`` when the clients train one after
+        another."""
+        pl_module, state, algorithms = trainer.lightning_module, exchange.state, self.clients.algorithms
+        if not decide_vectorized(vectorize, trainer, pl_module, algorithms, state, dm):
+            return None
+        size = choose_cohort_size(max_parallel_clients, pl_module, state, dm)
+        self.bind(pl_module, state, exchange, algorithms, schedules, seed)
+        return size
 
     def bind(self, pl_module: "pl.LightningModule", state: FlatState, exchange: ClientExchange,
              algorithms: list[FederatedAlgorithm], schedules: StepSchedules | None, seed: int) -> None:
@@ -198,14 +162,21 @@ class CohortEngine:
         for algorithm in self.algorithms:
             algorithm.on_before_cohort_step(cohort)
 
-    def batch_end(self, batch_idx: int) -> None:
-        """Finish the clients whose last local step this was."""
+    def batch_end(self, trainer: "pl.Trainer", batch_idx: int) -> bool:
+        """Finish the clients whose last local step this was. Returns whether the step closes the round (the
+        optimizers then have the module's parameters back, and the server step follows)."""
         cohorts, slots = self.cohorts, self._slots
         chunk = cohorts.chunk_at(batch_idx)
-        if chunk is None or slots is None:
-            return
+        if chunk is not None and slots is not None:
+            self._finish(chunk, slots, int(cohorts.step_local[batch_idx]))
+        if batch_idx == cohorts.num_steps - 1:
+            self.release(trainer)
+            return True
+        return False
+
+    def _finish(self, chunk: Chunk, slots: Slots, local_step: int) -> None:
         cursor = self.clients.cursor
-        for k in chunk.finishing(int(cohorts.step_local[batch_idx])):
+        for k in chunk.finishing(local_step):
             slots.give(k, self.exchange)
             cursor.enter_client(chunk.clients[k], slots.contexts[k])
             self.clients.finish(chunk.clients[k])

@@ -23,8 +23,8 @@ from lightning_fl.datamodules.cohorts import CohortBatch, stacked_fetcher
 from lightning_fl.datamodules.federated import FederatedDataModule
 from lightning_fl.exceptions import FederatedConfigError, FederatedRuntimeError
 from lightning_fl.federation.algorithm import FederatedAlgorithm
-from lightning_fl.federation.cohort import Slots
 from lightning_fl.federation.cohort_checks import check_vectorizable, has_convolutions
+from lightning_fl.federation.cohort_slots import Slots
 from lightning_fl.federation.cohort_step import CohortTrainingStep
 from lightning_fl.federation.flat import FlatState
 

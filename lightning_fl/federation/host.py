@@ -27,7 +27,7 @@ from lightning_fl.federation.batchnorm_guard import BatchNormGuard
 from lightning_fl.federation.client_step import ClientSteps
 from lightning_fl.federation.codec_state import gather_codec_state
 from lightning_fl.federation.cohort import CohortEngine
-from lightning_fl.federation.cohort_mode import Vectorize, choose_cohort_size, decide_vectorized
+from lightning_fl.federation.cohort_mode import Vectorize
 from lightning_fl.federation.cursor import RoundCursor, log_round_step
 from lightning_fl.federation.exchange import ClientExchange
 from lightning_fl.federation.flat import FlatState
@@ -36,7 +36,7 @@ from lightning_fl.federation.layout import ClientLayout, WholeModel
 from lightning_fl.federation.lazy import materialize_lazy_modules
 from lightning_fl.federation.link import Link
 from lightning_fl.federation.schedulers import StepSchedules, install_stepping_estimate, remove_stepping_estimate
-from lightning_fl.federation.server_step import RunTotals, ServerStep
+from lightning_fl.federation.server_step import RunTotals, RunTotalsView, ServerStep
 from lightning_fl.federation.step_axis import RoundStepAxis
 from lightning_fl.federation.stopped_round import AbandonedRound, CheckpointMute
 from lightning_fl.federation.trainer_checks import prepare_trainer
@@ -49,7 +49,7 @@ from lightning_fl.server.optimizers import ServerOptimizer, ServerSGD
 Aggregation = Literal["selected", "all"]
 
 
-class FederatedAveraging(Callback):
+class FederatedAveraging(RunTotalsView, Callback):
     """Federated averaging (McMahan et al. 2017) of an unmodified LightningModule.
 
     One Trainer epoch is one round. At a client's first batch the callback loads the global weights (as the
@@ -200,19 +200,13 @@ class FederatedAveraging(Callback):
                                self._schedules, self._exchange)
         for algorithm in self._algorithms:
             algorithm.on_federated_fit_start(context)
-        self._start_vectorized(trainer, pl_module, state, dm)
+        self._cohort_size = self._cohorts.start_fit(self.vectorize, self.max_parallel_clients, trainer, dm,
+                                                    self._exchange, self._schedules, self._seed)
+        self.vectorized = self._cohort_size is not None
         if self.downlink.codec.name != "Identity" or self.uplink.codec.name != "Identity":
             # the codecs see the tensors as the clients hold them (smaller under Federated Dropout)
             table = self.policy.describe(dict(zip(self._names, self._exchange.client_shaped, strict=True)))
             rank_zero_info(f"downlink {self.downlink.codec!r}, uplink {self.uplink.codec!r}; per tensor:\n{table}")
-
-    def _start_vectorized(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", state: FlatState,
-                          dm: FederatedDataModule) -> None:
-        self.vectorized = decide_vectorized(self.vectorize, trainer, pl_module, self._algorithms, state, dm)
-        self._cohort_size = None
-        if self.vectorized:
-            self._cohort_size = choose_cohort_size(self.max_parallel_clients, pl_module, state, dm)
-            self._cohorts.bind(pl_module, state, self._exchange, self._algorithms, self._schedules, self._seed)
 
     def _find_layout(self, pl_module: "pl.LightningModule", state: FlatState) -> ClientLayout:
         """The layout the ``provides_submodels`` algorithm gives (one at most: checked at setup), else the whole
@@ -283,9 +277,7 @@ class FederatedAveraging(Callback):
     ) -> None:
         cursor = self.round_cursor
         if self.vectorized:
-            self._cohorts.batch_end(batch_idx)
-            if batch_idx == self._cohorts.cohorts.num_steps - 1:
-                self._cohorts.release(trainer)
+            if self._cohorts.batch_end(trainer, batch_idx):
                 self._server_step.finish(trainer)
             return
         if cursor.is_last(batch_idx):
@@ -350,37 +342,6 @@ class FederatedAveraging(Callback):
         self._cohorts.unbind(trainer)
         if self._bn_guard is not None:
             self._bn_guard.remove()
-
-    # ------------------------------------------------------------------ run totals
-    @property
-    def uplink_bytes_total(self) -> int:
-        """Uplink bytes of all completed rounds (survives checkpoints)."""
-        return self.totals.uplink_bytes_total
-
-    @property
-    def downlink_bytes_total(self) -> int:
-        """Downlink bytes of all completed rounds (survives checkpoints)."""
-        return self.totals.downlink_bytes_total
-
-    @property
-    def rejected_updates_total(self) -> int:
-        """Client updates dropped as not finite, over the fit (survives checkpoints)."""
-        return self.totals.rejected_updates_total
-
-    @property
-    def rejected_rounds_total(self) -> int:
-        """Rounds whose server step the guard refused (survives checkpoints)."""
-        return self.totals.rejected_rounds_total
-
-    @property
-    def rounds_completed(self) -> int:
-        """Rounds completed, over resumes (survives checkpoints)."""
-        return self.totals.rounds_completed
-
-    @property
-    def history(self) -> list[dict[str, float]]:
-        """Each completed round's logged metrics, in order."""
-        return self.totals.history
 
     @property
     def state(self) -> FlatState:
