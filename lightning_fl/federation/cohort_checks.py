@@ -91,7 +91,7 @@ def _check_algorithm(algorithm: FederatedAlgorithm) -> None:
         raise FederatedConfigError(f"{name} declares supports_cohorts = False: it cannot run with vectorize; {_FIX}")
     if algorithm.supports_cohorts is None:
         cls = type(algorithm)
-        overridden = [h for h in PER_STEP_HOOKS if getattr(cls, h) is not getattr(FederatedAlgorithm, h)]
+        overridden = [h for h in PER_STEP_HOOKS if getattr(cls, h, None) is not getattr(FederatedAlgorithm, h, None)]
         if overridden and cls.on_before_cohort_step is FederatedAlgorithm.on_before_cohort_step:
             raise FederatedConfigError(
                 f"{name} overrides {', '.join(overridden)}, which acts on one client's optimizer steps, but not "
