@@ -39,4 +39,4 @@ def assert_same_state(a: pl.LightningModule, b: pl.LightningModule, atol: float 
     sa, sb = a.state_dict(), b.state_dict()
     assert sa.keys() == sb.keys()
     for name in sa:
-        torch.testing.assert_close(sa[name], sb[name], rtol=0, atol=atol, msg=name)
+        torch.testing.assert_close(sa[name], sb[name], rtol=0, atol=atol, msg=lambda m, name=name: f"{name}: {m}")
