@@ -2,8 +2,9 @@
 
 :class:`CohortTrainingStep` is installed as the module's ``training_step`` (an instance attribute) for a vectorized
 fit. Lightning calls it with a :class:`~lightning_fl.datamodules.cohorts.CohortBatch`; for every group of equal-size
-batches it runs the module's own (class) ``training_step`` through ``torch.func.functional_call`` on the stacked
-parameters and buffers, vmapped over the client axis with per-client randomness. Buffers the step mutates
+batches it runs the module's own (class) ``training_step`` with the stacked parameters and buffers swapped in
+(:class:`~lightning_fl.federation.cohort_swap.TensorSwap`), vmapped over the client axis with per-client randomness
+(a group of one client runs without ``vmap``, on its slot's views). Buffers the step mutates
 (BatchNorm's running statistics, ``num_batches_tracked``) are written back into their slots. The returned loss has
 the value of the mean over the active clients and the gradient of their sum, so every slot's gradient is exactly its
 client's own. What the step logs with ``self.log``/``self.log_dict`` comes out of the vmapped call and is logged once
@@ -18,26 +19,17 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from torch import nn
+from torch.utils._pytree import tree_map
 
 from lightning_fl.datamodules.cohorts import CohortBatch
 from lightning_fl.exceptions import FederatedRuntimeError
 from lightning_fl.federation.cohort_log import LogRecorder
+from lightning_fl.federation.cohort_swap import TensorSwap
 
 __all__ = ["CohortTrainingStep", "StackedState", "vmap_failure"]
 
 #: Stacked tensors of a chunk: ``(floats, ints)``, in the order of the state's float and integer specs.
 StackedState = tuple[list[torch.Tensor], list[torch.Tensor]]
-
-
-class _StepCall(nn.Module):
-    """Calls the module's class ``training_step``: the module under ``functional_call`` sees the swapped tensors."""
-
-    def __init__(self, module: pl.LightningModule) -> None:
-        super().__init__()
-        self.m = module
-
-    def forward(self, batch: Any, batch_idx: int) -> Any:
-        return type(self.m).training_step(self.m, batch, batch_idx)
 
 
 def vmap_failure(module: nn.Module, err: BaseException) -> FederatedRuntimeError:
@@ -63,8 +55,7 @@ class CohortTrainingStep:
     def __init__(self, module: pl.LightningModule, float_names: list[str], int_names: list[str],
                  stacked: Callable[[], StackedState]) -> None:
         self.module, self.stacked = module, stacked
-        self.names = [f"m.{n}" for n in float_names + int_names]
-        self._call = _StepCall(module)
+        self._swap = TensorSwap(module, float_names + int_names)
         self._recorder = LogRecorder(module)
 
     def install(self) -> None:
@@ -98,11 +89,15 @@ class CohortTrainingStep:
         count = 0
         logged: dict[str, list[torch.Tensor]] = {}
         for slots, data in batch.groups:
-            whole = len(slots) == tensors[0].shape[0] if tensors else True
-            chosen = tensors if whole else [t[slots] for t in tensors]
             data = trainer.precision_plugin.convert_input(data)
-            losses, values, buffers = self._vmapped(dict(zip(self.names, chosen, strict=True)), data, batch_idx)
-            self._write_buffers(tensors, buffers, slots, whole)
+            if len(slots) == 1:  # one client: no vmap needed; its buffers are updated through the slot's views
+                k = int(slots[0])
+                losses, values = self._single([t[k] for t in tensors], tree_map(lambda x: x[0], data), batch_idx)
+            else:
+                whole = len(slots) == tensors[0].shape[0] if tensors else True
+                chosen = tensors if whole else [t[slots] for t in tensors]
+                losses, values, buffers = self._vmapped(chosen, data, batch_idx)
+                self._write_buffers(tensors, buffers, slots, whole)
             total = losses.sum() if total is None else total + losses.sum()
             count += len(slots)
             for name, value in values.items():
@@ -110,30 +105,36 @@ class CohortTrainingStep:
         assert total is not None, "a cohort batch has at least one group"
         return total, count, logged
 
-    def _vmapped(self, tensors: dict[str, torch.Tensor], data: Any,
-                 batch_idx: int) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        buffer_names = [n for n, t in tensors.items() if not t.requires_grad]
-        recorder = self._recorder
+    def _single(self, tensors: list[torch.Tensor], data: Any,
+                batch_idx: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        with self._swap.swapped(tensors), self._recorder.recording():
+            loss = _loss_of(type(self.module).training_step(self.module, data, batch_idx), self.module)
+            values = self._recorder.values()
+        return loss.unsqueeze(0), {name: value.unsqueeze(0) for name, value in values.items()}
 
-        def one_client(state: dict[str, torch.Tensor], client_batch: Any) -> tuple[Any, ...]:
-            with recorder.recording():
-                out = torch.func.functional_call(self._call, state, (client_batch, batch_idx))
-            loss = _loss_of(out, self.module)
-            return loss, recorder.values(), {n: state[n] for n in buffer_names}
+    def _vmapped(self, tensors: list[torch.Tensor], data: Any,
+                 batch_idx: int) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[int, torch.Tensor]]:
+        buffers = [i for i, t in enumerate(tensors) if not t.requires_grad]
+        module, recorder, swap = self.module, self._recorder, self._swap
+
+        def one_client(state: list[torch.Tensor], client_batch: Any) -> tuple[Any, ...]:
+            with swap.swapped(state), recorder.recording():
+                loss = _loss_of(type(module).training_step(module, client_batch, batch_idx), module)
+                return loss, recorder.values(), {i: state[i] for i in buffers}
 
         try:
-            loss, values, buffers = torch.func.vmap(one_client, randomness="different")(tensors, data)
+            loss, values, changed = torch.func.vmap(one_client, randomness="different")(tensors, data)
         except RuntimeError as err:
             raise vmap_failure(self.module, err) from err
-        return loss, values, buffers
+        return loss, values, changed
 
     @torch.no_grad()
-    def _write_buffers(self, tensors: list[torch.Tensor], buffers: dict[str, torch.Tensor], slots: torch.Tensor,
+    def _write_buffers(self, tensors: list[torch.Tensor], buffers: dict[int, torch.Tensor], slots: torch.Tensor,
                        whole: bool) -> None:
         """Put the buffers the step changed back into the chunk's slots."""
-        for name, full in zip(self.names, tensors, strict=True):
-            new = buffers.get(name)
-            if new is None or (whole and new.data_ptr() == full.data_ptr()):
+        for i, new in buffers.items():
+            full = tensors[i]
+            if whole and new.data_ptr() == full.data_ptr():
                 continue
             if whole:
                 full.copy_(new)
