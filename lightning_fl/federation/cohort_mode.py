@@ -28,7 +28,7 @@ from lightning_fl.federation.cohort_slots import Slots
 from lightning_fl.federation.cohort_step import CohortTrainingStep
 from lightning_fl.federation.flat import FlatState
 
-__all__ = ["Vectorize", "choose_cohort_size", "decide_vectorized", "trial_step"]
+__all__ = ["Vectorize", "choose_cohort_size", "cohort_size_for_memory", "decide_vectorized", "trial_step"]
 
 Vectorize = bool | Literal["auto"]
 
@@ -106,10 +106,22 @@ def choose_cohort_size(max_parallel_clients: int | None, pl_module: "pl.Lightnin
     if state.device.type != "cuda":
         return max(dm.num_clients, 1)
     peak = trial_step(pl_module, state, dm)
-    model_bytes = state.numel * state.flat.element_size()
-    per_client = max(peak // 2 + 3 * model_bytes, 1)
     free, _ = torch.cuda.mem_get_info(state.device)
-    size = max(1, min(dm.num_clients, int(0.8 * free) // per_client))
+    size, per_client = cohort_size_for_memory(free, peak, state.numel * state.flat.element_size(), dm.num_clients)
     rank_zero_info(f"vectorize: up to {size} clients at once (about {per_client / 2**20:.1f} MiB per client, "
                    f"{free / 2**30:.1f} GiB free)")
     return size
+
+
+def cohort_size_for_memory(free: int, trial_peak: int, model_bytes: int, num_clients: int) -> tuple[int, int]:
+    """Clients per chunk that fit in 80% of ``free`` bytes, and the per-client bytes: half the peak of a two-client
+    trial step plus three model copies (optimizer state, start), at least 1 and at most ``num_clients``.
+
+    Example:
+        >>> cohort_size_for_memory(free=1000, trial_peak=100, model_bytes=10, num_clients=100)
+        (10, 80)
+        >>> cohort_size_for_memory(free=10, trial_peak=100, model_bytes=10, num_clients=100)[0]
+        1
+    """
+    per_client = max(trial_peak // 2 + 3 * model_bytes, 1)
+    return max(1, min(num_clients, int(0.8 * free) // per_client)), per_client
