@@ -3,6 +3,8 @@ loader's batches grouped by size without padded samples."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import torch
 from torch.utils.data import TensorDataset
@@ -15,7 +17,7 @@ SIZES = [3, 9, 5, 1, 7, 2]  # batches of 2: 2, 5, 3, 1, 4, 1 local steps
 
 def plan_of(rank: int, world_size: int):
     starts = np.cumsum([0, *SIZES])
-    indices = [np.arange(a, b) for a, b in zip(starts[:-1], starts[1:], strict=True)]
+    indices = [np.arange(a, b) for a, b in itertools.pairwise(starts)]
     return build_round_plan(0, indices, clients_per_round=6, batch_size=2, local_epochs=1, client_sampling="all",
                             shuffle=False, seed=0, world_size=world_size, rank=rank)
 
