@@ -19,6 +19,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
+from lightning_fl.checks import check_int
 from lightning_fl.datamodules.cohorts import CohortBatch, stacked_fetcher
 from lightning_fl.datamodules.federated import FederatedDataModule
 from lightning_fl.exceptions import FederatedConfigError, FederatedRuntimeError
@@ -28,9 +29,28 @@ from lightning_fl.federation.cohort_slots import Slots
 from lightning_fl.federation.cohort_step import CohortTrainingStep
 from lightning_fl.federation.flat import FlatState
 
-__all__ = ["Vectorize", "choose_cohort_size", "cohort_size_for_memory", "decide_vectorized", "trial_step"]
+__all__ = ["Vectorize", "check_vectorize", "choose_cohort_size", "cohort_size_for_memory", "decide_vectorized",
+           "trial_step"]
 
 Vectorize = bool | Literal["auto"]
+
+
+def check_vectorize(vectorize: Vectorize, max_parallel_clients: int | None) -> tuple[Vectorize, int | None]:
+    """The server callback's ``vectorize`` and ``max_parallel_clients`` arguments, checked.
+
+    Raises:
+        FederatedConfigError: ``vectorize`` is not ``True``, ``False`` or ``"auto"``, or ``max_parallel_clients`` is
+            not ``None`` or a positive integer.
+
+    Example:
+        >>> check_vectorize("auto", None)
+        ('auto', None)
+    """
+    if vectorize not in (True, False, "auto"):
+        raise FederatedConfigError(f"vectorize must be True, False or 'auto', got {vectorize!r}")
+    if max_parallel_clients is not None:
+        check_int("max_parallel_clients", max_parallel_clients, low=1)
+    return vectorize, max_parallel_clients
 
 
 def decide_vectorized(vectorize: Vectorize, trainer: "pl.Trainer", pl_module: "pl.LightningModule",

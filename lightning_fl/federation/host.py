@@ -27,7 +27,7 @@ from lightning_fl.federation.batchnorm_guard import BatchNormGuard
 from lightning_fl.federation.client_step import ClientSteps
 from lightning_fl.federation.codec_state import gather_codec_state
 from lightning_fl.federation.cohort import CohortEngine
-from lightning_fl.federation.cohort_mode import Vectorize
+from lightning_fl.federation.cohort_mode import Vectorize, check_vectorize
 from lightning_fl.federation.cursor import RoundCursor, log_round_step
 from lightning_fl.federation.exchange import ClientExchange
 from lightning_fl.federation.flat import FlatState
@@ -116,11 +116,7 @@ class FederatedAveraging(RunTotalsView, Callback):
         self.downlink = Link(downlink, "downlink", select=self.policy.select)
         self.uplink = Link(uplink, "uplink", select=self.policy.select)
         self.seed = None if seed is None else check_int("seed", seed, low=0)
-        if vectorize not in (True, False, "auto"):
-            raise FederatedConfigError(f"vectorize must be True, False or 'auto', got {vectorize!r}")
-        self.vectorize: Vectorize = vectorize
-        self.max_parallel_clients = (None if max_parallel_clients is None
-                                     else check_int("max_parallel_clients", max_parallel_clients, low=1))
+        self.vectorize, self.max_parallel_clients = check_vectorize(vectorize, max_parallel_clients)
         #: Whether this fit trains its clients vectorized (decided at fit start).
         self.vectorized = False
         #: Totals that survive checkpoints, and the rounds' logged metrics.
