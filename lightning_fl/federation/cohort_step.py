@@ -4,8 +4,8 @@
 fit. Lightning calls it with a :class:`~lightning_fl.datamodules.cohorts.CohortBatch`; for every group of equal-size
 batches it runs the module's own (class) ``training_step`` with the stacked parameters and buffers swapped in
 (:class:`~lightning_fl.federation.cohort_swap.TensorSwap`), vmapped over the client axis with per-client randomness
-(a group of one client runs without ``vmap``, on its slot's views). Buffers the step mutates
-(BatchNorm's running statistics, ``num_batches_tracked``) are written back into their slots. The returned loss has
+(a group of one client runs without ``vmap``). Buffers are given as copies, and what the step changes in them
+(BatchNorm's running statistics, ``num_batches_tracked``) is written back into their slots. The returned loss has
 the value of the mean over the active clients and the gradient of their sum, so every slot's gradient is exactly its
 client's own. What the step logs with ``self.log``/``self.log_dict`` comes out of the vmapped call and is logged once
 per name as the mean over the active clients (:mod:`~lightning_fl.federation.cohort_log`).
@@ -90,14 +90,18 @@ class CohortTrainingStep:
         logged: dict[str, list[torch.Tensor]] = {}
         for slots, data in batch.groups:
             data = trainer.precision_plugin.convert_input(data)
-            if len(slots) == 1:  # one client: no vmap needed; its buffers are updated through the slot's views
-                k = int(slots[0])
-                losses, values = self._single([t[k] for t in tensors], tree_map(lambda x: x[0], data), batch_idx)
+            whole = len(slots) == tensors[0].shape[0] if tensors else True
+            # buffers always as copies (written back below): a slot's buffers saved for the backward pass of one
+            # group must not change when another group's are written
+            chosen = [t if whole and t.requires_grad else t[slots] for t in tensors]
+            if len(slots) == 1:  # one client: no vmap needed
+                losses, values = self._single([t[0] for t in chosen], tree_map(lambda x: x[0], data), batch_idx)
+                changed = {i: t for i, t in enumerate(chosen) if not t.requires_grad}
             else:
-                whole = len(slots) == tensors[0].shape[0] if tensors else True
-                chosen = tensors if whole else [t[slots] for t in tensors]
-                losses, values, buffers = self._vmapped(chosen, data, batch_idx)
-                self._write_buffers(tensors, buffers, slots, whole)
+                losses, values, changed = self._vmapped(chosen, data, batch_idx)
+            with torch.no_grad():
+                for i, new in changed.items():
+                    tensors[i][slots] = new
             total = losses.sum() if total is None else total + losses.sum()
             count += len(slots)
             for name, value in values.items():
@@ -127,20 +131,6 @@ class CohortTrainingStep:
         except RuntimeError as err:
             raise vmap_failure(self.module, err) from err
         return loss, values, changed
-
-    @torch.no_grad()
-    def _write_buffers(self, tensors: list[torch.Tensor], buffers: dict[int, torch.Tensor], slots: torch.Tensor,
-                       whole: bool) -> None:
-        """Put the buffers the step changed back into the chunk's slots."""
-        for i, new in buffers.items():
-            full = tensors[i]
-            if whole and new.data_ptr() == full.data_ptr():
-                continue
-            if whole:
-                full.copy_(new)
-            else:
-                full[slots] = new
-
 
 def _loss_of(out: Any, module: nn.Module) -> torch.Tensor:
     """The loss of a ``training_step``'s output (a tensor, or a dict with ``"loss"``)."""

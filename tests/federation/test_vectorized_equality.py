@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from conftest import TinyClassifier
@@ -14,6 +15,7 @@ from vectorized_helpers import assert_same_state, fit, make_dm
 from lightning_fl import ClassifierModule, FederatedDataModule
 from lightning_fl.codecs import Chain, ErrorFeedback, StochasticQuantizer, TensorPolicy, TopK
 from lightning_fl.datamodules import IIDPartitioner, InMemoryDataset, QuantitySkewPartitioner
+from lightning_fl.datamodules.partitioners.base import Partitioner
 from lightning_fl.nn import MLP, SmallCNN
 
 
@@ -43,13 +45,25 @@ def test_mlp_classifier_equals_sequential():
     assert_same_state(sequential, vectorized)
 
 
+class FixedSizes(Partitioner):
+    """Consecutive blocks of the given sizes."""
+
+    def __init__(self, sizes: list[int]) -> None:
+        super().__init__(len(sizes), 0)
+        self.sizes = sizes
+
+    def _assign(self, num_samples: int, labels: Any, groups: Any, rng: Any) -> list[np.ndarray]:
+        return np.split(np.arange(num_samples), np.cumsum(self.sizes)[:-1])
+
+
 def image_dm() -> FederatedDataModule:
     gen = torch.Generator().manual_seed(0)
-    y = torch.randint(0, 3, (60,), generator=gen)
-    x = torch.randn(60, 1, 8, 8, generator=gen, dtype=torch.float64) + y.view(-1, 1, 1, 1)
-    # unequal clients, and last batches smaller than batch_size (one group per batch size)
-    return FederatedDataModule(InMemoryDataset(x, y), partitioner=QuantitySkewPartitioner(num_clients=4, sigma=0.8,
-                               seed=1, min_size=4), clients_per_round=3, batch_size=6, seed=3)
+    y = torch.randint(0, 3, (48,), generator=gen)
+    x = torch.randn(48, 1, 8, 8, generator=gen, dtype=torch.float64) + y.view(-1, 1, 1, 1)
+    # unequal clients whose last batches are smaller: the second step trains client 0 alone (a batch of 6), then
+    # clients 1 and 2 together (batches of 4), then client 3 alone (a batch of 2)
+    return FederatedDataModule(InMemoryDataset(x, y), partitioner=FixedSizes([12, 10, 10, 8, 8]),
+                               clients_per_round=4, client_sampling="all", batch_size=6, seed=3)
 
 
 def test_cnn_with_batchnorm_equals_sequential_running_statistics_included():
