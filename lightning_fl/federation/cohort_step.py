@@ -70,11 +70,8 @@ class CohortTrainingStep:
         self.module.__dict__.pop("training_step", None)
 
     def __call__(self, batch: CohortBatch, batch_idx: int) -> Any:
-        if not isinstance(batch, CohortBatch):
-            raise FederatedRuntimeError(
-                "vectorized training expects the FederatedDataModule's cohort batches; do not pass "
-                f"train_dataloaders= to fit() or override train_dataloader(), got {type(batch).__name__}"
-            )
+        if not isinstance(batch, CohortBatch):  # called on an ordinary batch (a FLOP count, user code): the user's
+            return type(self.module).training_step(self.module, batch, batch_idx)
         total, count, logged = self.run(batch, batch_idx)
         mean = total / count
         self._recorder.emit(logged, batch.num_samples)
