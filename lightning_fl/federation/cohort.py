@@ -109,8 +109,9 @@ class CohortEngine:
         if chunk is None:  # a padding step: trains a copy of the module, discarded at the round's end
             if self.schedules:
                 self.schedules.client_start()
-            self._use(trainer, Slots(self.state, 1))
-            self._slots.take(0, None, None)  # type: ignore[union-attr]
+            slots = Slots(self.state, 1)
+            slots.take(0, None, None)
+            self._use(trainer, slots)
         elif cohorts.is_first(batch_idx):
             self._start_chunk(trainer, chunk)
 

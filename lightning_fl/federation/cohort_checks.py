@@ -82,11 +82,6 @@ def check_vectorizable(trainer: "pl.Trainer", pl_module: "pl.LightningModule",
 
 def _check_algorithm(algorithm: FederatedAlgorithm) -> None:
     name = type(algorithm).__name__
-    if algorithm.provides_submodels:
-        raise FederatedConfigError(
-            f"vectorize does not support {name}: clients' submodels are cut per client, and the chunk's stacked "
-            f"weights would need every client's own cut; {_FIX}"
-        )
     if algorithm.supports_cohorts is False:
         raise FederatedConfigError(f"{name} declares supports_cohorts = False: it cannot run with vectorize; {_FIX}")
     if algorithm.supports_cohorts is None:

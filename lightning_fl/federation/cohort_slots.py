@@ -21,24 +21,34 @@ class Slots:
 
     def __init__(self, state: FlatState, size: int) -> None:
         self.state, self.size = state, size
-        self.floats = [torch.empty((size, *t.shape), dtype=t.dtype, device=t.device) for t in state.module_float]
-        for stacked, tensor in zip(self.floats, state.module_float, strict=True):
-            stacked.requires_grad_(tensor.requires_grad)
-        self.ints = [torch.empty((size, *t.shape), dtype=t.dtype, device=t.device) for t in state.module_int]
-        #: Each slot's start (the exchange's start views when they are not the global state's), its context.
+        #: The stacked tensors, allocated at the first :meth:`take` (a client's submodel shapes are known then).
+        self.floats: list[torch.Tensor] = []
+        self.ints: list[torch.Tensor] = []
+        #: Each slot's start (the exchange's start views when they are not the global state's), its submodel's
+        #: positions (Federated Dropout) and its context.
         self.starts: list[list[torch.Tensor] | None] = [None] * size
         self.start_refs: list[list[torch.Tensor]] = [state.views] * size
+        self.indexes: list[torch.Tensor | None] = [None] * size
         self.contexts: list[ClientContext | None] = [None] * size
+
+    def _allocate(self) -> None:
+        size = self.size
+        self.floats = [torch.empty((size, *t.shape), dtype=t.dtype, device=t.device) for t in self.state.module_float]
+        for stacked, tensor in zip(self.floats, self.state.module_float, strict=True):
+            stacked.requires_grad_(tensor.requires_grad)
+        self.ints = [torch.empty((size, *t.shape), dtype=t.dtype, device=t.device) for t in self.state.module_int]
 
     @torch.no_grad()
     def take(self, k: int, exchange: ClientExchange | None, context: ClientContext | None) -> None:
         """Copy the module's tensors (a client just started) into slot ``k``."""
+        if not self.floats and not self.ints:
+            self._allocate()
         for stacked, tensor in zip(self.floats + self.ints, self.state.module_float + self.state.module_int,
                                    strict=True):
             stacked[k].copy_(tensor)
         self.contexts[k] = context
         if exchange is not None:
-            self.start_refs[k] = exchange.start_views
+            self.start_refs[k], self.indexes[k] = exchange.start_views, exchange.client_index
             if exchange.start_views is not self.state.views:
                 self.starts[k] = [t.clone() for t in exchange.start_views]
 
@@ -48,7 +58,7 @@ class Slots:
         torch._foreach_copy_(self.state.module_float, [t[k] for t in self.floats])
         for tensor, stacked in zip(self.state.module_int, self.ints, strict=True):
             tensor.copy_(stacked[k])
-        exchange.start_views = self.start_refs[k]
+        exchange.resume_client(self.start_refs[k], self.indexes[k])
         start = self.starts[k]
         if start is not None:
             torch._foreach_copy_(exchange.start_views, start)

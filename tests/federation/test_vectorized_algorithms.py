@@ -10,6 +10,7 @@ from conftest import TinyClassifier
 from vectorized_helpers import assert_same_state, fit, make_dm
 
 from lightning_fl import DifferentialPrivacy, FedBN, PersonalLayers
+from lightning_fl.algorithms.federated_dropout import FederatedDropout
 from lightning_fl.systems import FedBuff, SystemsSimulation
 
 bn_dm = partial(make_dm, n=120, drop_last=True)
@@ -21,7 +22,9 @@ bn_dm = partial(make_dm, n=120, drop_last=True)
     lambda: [DifferentialPrivacy(clip_norm=0.5, noise_multiplier=0.3)],
     lambda: [SystemsSimulation(deadline=2.0, stragglers="partial", dynamic_work=True, seed=1)],  # unequal local steps
     lambda: [FedBuff(buffer_size=3, concurrency=4, seed=1)],  # stale clients start from older global models
-], ids=["fedbn", "personal-layers", "dp", "systems-simulation", "fedbuff"])
+    lambda: [FederatedDropout(keep=0.5)],  # every client its own submodel, of equal shapes
+    lambda: [FederatedDropout(keep=0.5), SystemsSimulation(deadline=2.0, stragglers="partial", seed=1)],
+], ids=["fedbn", "personal-layers", "dp", "systems-simulation", "fedbuff", "federated-dropout", "fd-systems"])
 def test_algorithm_equals_sequential(make_callbacks):
     model_fn = partial(TinyClassifier, batchnorm=True)
     sequential, _ = fit(False, model_fn, bn_dm, callbacks=make_callbacks())

@@ -12,7 +12,6 @@ from torchmetrics import MeanMetric
 from vectorized_helpers import fit
 
 from lightning_fl import FederatedAveraging, FederatedConfigError, FederatedRuntimeError
-from lightning_fl.algorithms.federated_dropout import FederatedDropout
 from lightning_fl.datamodules.plan import PlanRequest
 from lightning_fl.federation.algorithm import FederatedAlgorithm
 from lightning_fl.federation.cohort_checks import check_vectorizable
@@ -93,8 +92,6 @@ class LogsMetric(TinyClassifier):
     (TinyClassifier, {"gradient_clip_val": 1.0}, FederatedConfigError, "gradient_clip_val=1.0"),
     (ReturnsNone, {}, FederatedRuntimeError, "ReturnsNone.training_step to return the loss.*got NoneType"),
     (LogsMetric, {}, FederatedRuntimeError, "got MeanMetric for 'metric'"),
-    (TinyClassifier, {"callbacks": [FederatedDropout(0.5)]}, FederatedConfigError,
-     "vectorize does not support FederatedDropout"),
 ])
 def test_refusals_name_what_and_the_sequential_mode(model_fn, kwargs, error, match):
     with pytest.raises(error, match=f"{match}.*vectorize=False"):
