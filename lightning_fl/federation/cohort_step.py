@@ -38,7 +38,8 @@ def vmap_failure(module: nn.Module, err: BaseException) -> FederatedRuntimeError
         f"vectorized training could not run {type(module).__name__}.training_step under torch.func.vmap: {err}. "
         "A vectorized training_step must avoid .item() and other reads of tensor values into Python, Python control "
         "flow that depends on tensor values, in-place updates of tensors that are not parameters or buffers, and "
-        "metric objects; train this module with FederatedAveraging(vectorize=False)"
+        "metric objects (an error that is not vmap's shows up with vectorize=False too); train this module with "
+        "FederatedAveraging(vectorize=False)"
     )
 
 
@@ -125,7 +126,7 @@ class CohortTrainingStep:
 
         try:
             loss, values, changed = torch.func.vmap(one_client, randomness="different")(tensors, data)
-        except RuntimeError as err:
+        except RuntimeError as err:  # torch's vmap errors do not all say "vmap" (an in-place update: "broadcast shape")
             raise vmap_failure(self.module, err) from err
         return loss, values, changed
 

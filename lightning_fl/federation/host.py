@@ -305,6 +305,7 @@ class FederatedAveraging(RunTotalsView, Callback):
     def on_exception(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", exception: BaseException) -> None:
         if self.round_cursor.in_round:  # no epoch-end hook follows: nothing to keep from checkpointing
             self._abandon_round(trainer, type(exception).__name__, mute_checkpoints=False)
+        self._cohorts.unbind(trainer)
 
     @override
     def on_fit_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:

@@ -6,10 +6,11 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import pytorch_lightning as pl
 import torch
-from conftest import TinyClassifier
+from conftest import TinyClassifier, quiet_trainer_kwargs
 from torchmetrics import MeanMetric
-from vectorized_helpers import fit
+from vectorized_helpers import fit, make_dm
 
 from lightning_fl import FederatedAveraging, FederatedConfigError, FederatedRuntimeError
 from lightning_fl.datamodules.plan import PlanRequest
@@ -28,10 +29,43 @@ class ItemLoss(TinyClassifier):
         return loss
 
 
-def test_item_in_training_step_gets_the_clear_error():
+def test_item_in_training_step_gets_the_clear_error_and_the_module_is_left_as_it_was():
+    model = ItemLoss()
+    trainer = pl.Trainer(**quiet_trainer_kwargs(max_epochs=1, callbacks=[FederatedAveraging(vectorize=True)],
+                                                precision="64-true"))
     with pytest.raises(FederatedRuntimeError, match=r"could not run ItemLoss.training_step under torch.func.vmap: "
                                                     r"vmap: It looks like you're calling .item\(\).*vectorize=False"):
-        fit(True, ItemLoss, rounds=1)
+        trainer.fit(model, datamodule=make_dm())
+    assert "training_step" not in vars(model) and "log" not in vars(model)  # the module's own methods again
+    assert all(isinstance(p, torch.nn.Parameter) for p in trainer.optimizers[0].param_groups[0]["params"])
+
+
+class Branches(TinyClassifier):
+    """Python control flow on a tensor's value."""
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss = super().training_step(batch, batch_idx)
+        return loss * 2 if loss > 100 else loss
+
+
+class CountsInPlace(TinyClassifier):
+    """An in-place update of a tensor that is neither a parameter nor a buffer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = torch.zeros((), dtype=torch.float64)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss = super().training_step(batch, batch_idx)
+        self.seen += loss.detach()
+        return loss
+
+
+@pytest.mark.parametrize("model_fn", [Branches, CountsInPlace])
+def test_other_vmap_failures_get_the_clear_error(model_fn):
+    with pytest.raises(FederatedRuntimeError, match=f"could not run {model_fn.__name__}.training_step under "
+                                                    "torch.func.vmap: .*vectorize=False"):
+        fit(True, model_fn, rounds=1)
 
 
 def test_auto_falls_back_to_sequential_when_vmap_fails_and_says_so():
