@@ -84,8 +84,13 @@ class CohortPlan:
     def __init__(self, plan: RoundPlan, cohort_size: int) -> None:
         self.plan, self.cohort_size = plan, cohort_size
         counts = plan.client_num_batches
+        #: Where each client's batches start in ``plan.batches``.
+        self.offset = {int(plan.batch_client[i]): int(i) for i in np.flatnonzero(plan.first)}
         position = {c: i for i, c in enumerate(plan.rank_clients)}
-        ordered = sorted(plan.rank_clients, key=lambda c: (-counts[c], position[c]))
+        # longest first; among equal step counts, the larger last batch first: with one local epoch every step's
+        # groups of equal batch sizes are then runs of consecutive slots (trained on views, not copies)
+        last = {c: len(plan.batches[self.offset[c] + counts[c] - 1]) for c in plan.rank_clients}
+        ordered = sorted(plan.rank_clients, key=lambda c: (-counts[c], -last[c], position[c]))
         self.chunks: list[Chunk] = []
         step = 0
         for start in range(0, len(ordered), cohort_size):
@@ -102,9 +107,6 @@ class CohortPlan:
         for i, chunk in enumerate(self.chunks):
             self.step_chunk[chunk.first_step : chunk.first_step + chunk.length] = i
             self.step_local[chunk.first_step : chunk.first_step + chunk.length] = np.arange(chunk.length)
-        starts = np.flatnonzero(plan.first)
-        #: Where each client's batches start in ``plan.batches``.
-        self.offset = {int(plan.batch_client[i]): int(i) for i in starts}
 
     def chunk_at(self, step: int) -> Chunk | None:
         """The chunk of Trainer step ``step`` (``None`` for a padding step)."""
@@ -139,17 +141,24 @@ class CohortBatch:
         groups: ``(slots, data)`` pairs: ``slots`` (int64 ``[G]``) and their batches stacked on a leading axis of
             size ``G``; one pair per batch size.
         num_samples: Samples in the step, over all active clients.
+        spans: For every group, ``(first slot, G)`` when its slots are consecutive, else ``None``.
     """
 
     def __init__(self, clients: tuple[int, ...], active: torch.Tensor, groups: list[tuple[torch.Tensor, Any]],
-                 num_samples: int) -> None:
+                 num_samples: int, spans: list[tuple[int, int] | None] | None = None) -> None:
         self.clients, self.active, self.groups, self.num_samples = clients, active, groups, num_samples
+        self.spans = spans if spans is not None else [_span(slots.tolist()) for slots, _ in groups]
 
     def to(self, *args: Any, **kwargs: Any) -> CohortBatch:
         """The batch on another device (Lightning moves batches with ``.to``); the slot indices move too."""
         groups = [(slots.to(*args, **kwargs), tree_map(lambda t: _to(t, args, kwargs), data))
                   for slots, data in self.groups]
-        return CohortBatch(self.clients, self.active.to(*args, **kwargs), groups, self.num_samples)
+        return CohortBatch(self.clients, self.active.to(*args, **kwargs), groups, self.num_samples, self.spans)
+
+
+def _span(slots: list[int]) -> tuple[int, int] | None:
+    """``(first, count)`` when ``slots`` are consecutive, else ``None``."""
+    return (slots[0], len(slots)) if slots == list(range(slots[0], slots[0] + len(slots))) else None
 
 
 def _to(value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

@@ -86,12 +86,12 @@ class CohortTrainingStep:
         total: torch.Tensor | None = None
         count = 0
         logged: dict[str, list[torch.Tensor]] = {}
-        for slots, data in batch.groups:
+        for (slots, data), span in zip(batch.groups, batch.spans, strict=True):
             data = trainer.precision_plugin.convert_input(data)
-            whole = len(slots) == tensors[0].shape[0] if tensors else True
-            # buffers always as copies (written back below): a slot's buffers saved for the backward pass of one
-            # group must not change when another group's are written
-            chosen = [t if whole and t.requires_grad else t[slots] for t in tensors]
+            # parameters as views of consecutive slots where possible (else copies); buffers always as copies,
+            # written back below: a slot's buffers saved for one group's backward pass must not change when another
+            # group's are written
+            chosen = [_rows(t, slots, span) if t.requires_grad else t[slots] for t in tensors]
             if len(slots) == 1:  # one client: no vmap needed
                 losses, values = self._single([t[0] for t in chosen], tree_map(lambda x: x[0], data), batch_idx)
                 changed = {i: t for i, t in enumerate(chosen) if not t.requires_grad}
@@ -129,6 +129,11 @@ class CohortTrainingStep:
         except RuntimeError as err:  # torch's vmap errors do not all say "vmap" (an in-place update: "broadcast shape")
             raise vmap_failure(self.module, err) from err
         return loss, values, changed
+
+def _rows(tensor: torch.Tensor, slots: torch.Tensor, span: tuple[int, int] | None) -> torch.Tensor:
+    """The slots' rows of a stacked tensor: a view when they are consecutive, else a copy."""
+    return tensor.narrow(0, span[0], span[1]) if span is not None else tensor[slots]
+
 
 def _loss_of(out: Any, module: nn.Module) -> torch.Tensor:
     """The loss of a ``training_step``'s output (a tensor, or a dict with ``"loss"``)."""

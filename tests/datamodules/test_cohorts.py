@@ -24,7 +24,7 @@ def plan_of(rank: int, world_size: int):
 
 def test_chunks_hold_the_longest_clients_first_and_cover_every_client_once():
     cohorts = CohortPlan(plan_of(0, 1), cohort_size=4)
-    assert [c.clients for c in cohorts.chunks] == [(1, 4, 2, 0), (3, 5)]
+    assert [c.clients for c in cohorts.chunks] == [(1, 4, 2, 0), (5, 3)]  # equal steps: the larger last batch first
     assert [c.steps for c in cohorts.chunks] == [(5, 4, 3, 2), (1, 1)]
     assert cohorts.num_steps == 6 == cohort_steps([2, 5, 3, 1, 4, 1], 4)
     assert cohorts.step_chunk.tolist() == [0, 0, 0, 0, 0, 1]
@@ -45,9 +45,10 @@ def test_loader_groups_active_clients_by_batch_size_without_padding_samples():
     batches = list(loader)
     assert len(batches) == len(loader) == 5
     first = batches[0]
-    assert first.clients == (1, 4, 2, 0, 3, 5) and first.active.all()
+    assert first.clients == (1, 4, 2, 0, 5, 3) and first.active.all()
     groups = [(slots.tolist(), data[0].shape) for slots, data in first.groups]
-    assert groups == [([0, 1, 2, 3, 5], torch.Size([5, 2])), ([4], torch.Size([1, 1]))]  # client 3 has one sample
+    assert groups == [([0, 1, 2, 3, 4], torch.Size([5, 2])), ([5], torch.Size([1, 1]))]  # client 3 has one sample
+    assert first.spans == [(0, 5), (5, 1)]  # consecutive slots: trained on views
     last = batches[-1]
     assert last.active.tolist() == [True, False, False, False, False, False]
     ((slots, (x,)),) = last.groups
