@@ -12,6 +12,8 @@ module's ``training_step`` is the vmapped one (:mod:`~lightning_fl.federation.co
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytorch_lightning as pl
 import torch
 
@@ -30,7 +32,21 @@ from lightning_fl.federation.flat import FlatState
 from lightning_fl.federation.schedulers import StepSchedules
 from lightning_fl.seeding import derive_seed
 
-__all__ = ["CohortEngine"]
+__all__ = ["CohortEngine", "CohortFit"]
+
+
+@dataclass(frozen=True)
+class CohortFit:
+    """What a vectorized fit's chunks need, known at fit start."""
+
+    state: FlatState
+    exchange: ClientExchange
+    algorithms: list[FederatedAlgorithm]
+    schedules: StepSchedules | None
+    seed: int
+    #: Position (among the state's float tensors) of every module tensor, by ``id``, and of the parameters.
+    positions: dict[int, int]
+    param_positions: list[int]
 
 
 class CohortEngine:
@@ -46,6 +62,7 @@ class CohortEngine:
         self._saved: list[list[list[torch.Tensor]]] | None = None
         self._step: CohortTrainingStep | None = None
         self._cohorts: CohortPlan | None = None
+        self._fit: CohortFit | None = None
         self._batch_idx = 0
 
     def start_fit(self, vectorize: Vectorize, max_parallel_clients: int | None, trainer: "pl.Trainer",
@@ -64,10 +81,9 @@ class CohortEngine:
     def bind(self, pl_module: "pl.LightningModule", state: FlatState, exchange: ClientExchange,
              algorithms: list[FederatedAlgorithm], schedules: StepSchedules | None, seed: int) -> None:
         """Install the vectorized ``training_step`` for the fit."""
-        self.state, self.exchange, self.algorithms, self.schedules, self.seed = (state, exchange, algorithms,
-                                                                                 schedules, seed)
-        self._positions = {id(t): i for i, t in enumerate(state.module_float)}
-        self._param_positions = [i for i, s in enumerate(state.float_specs) if s.is_parameter]
+        self._fit = CohortFit(state, exchange, algorithms, schedules, seed,
+                              positions={id(t): i for i, t in enumerate(state.module_float)},
+                              param_positions=[i for i, s in enumerate(state.float_specs) if s.is_parameter])
         self._step = CohortTrainingStep(pl_module, [s.name for s in state.float_specs],
                                         [s.name for s in state.int_specs], self._stacked)
         self._step.install()
@@ -78,6 +94,13 @@ class CohortEngine:
         if self._step is not None:
             self._step.remove()
             self._step = None
+
+    @property
+    def fit(self) -> CohortFit:
+        """The fit's context (from fit start)."""
+        if self._fit is None:
+            raise FederatedRuntimeError("the vectorized engine is used before fit start")
+        return self._fit
 
     def _stacked(self) -> StackedState:
         if self._slots is None:
@@ -107,24 +130,24 @@ class CohortEngine:
         cohorts = self.cohorts
         chunk = cohorts.chunk_at(batch_idx)
         if chunk is None:  # a padding step: trains a copy of the module, discarded at the round's end
-            if self.schedules:
-                self.schedules.client_start()
-            slots = Slots(self.state, 1)
+            if self.fit.schedules:
+                self.fit.schedules.client_start()
+            slots = Slots(self.fit.state, 1)
             slots.take(0, None, None)
             self._use(trainer, slots)
         elif cohorts.is_first(batch_idx):
             self._start_chunk(trainer, chunk)
 
     def _start_chunk(self, trainer: "pl.Trainer", chunk: Chunk) -> None:
-        if self.schedules:
-            self.schedules.client_start()  # every chunk starts at the round's lr, as every client does
-        slots = Slots(self.state, len(chunk.clients))
+        if self.fit.schedules:
+            self.fit.schedules.client_start()  # every chunk starts at the round's lr, as every client does
+        slots = Slots(self.fit.state, len(chunk.clients))
         cursor = self.clients.cursor
         for k, client_id in enumerate(chunk.clients):
             self.clients.start(trainer, client_id)
-            slots.take(k, self.exchange, cursor.client)
+            slots.take(k, self.fit.exchange, cursor.client)
         cursor.leave_client()
-        seed_client(derive_seed(self.seed, "cohort", cursor.plan.round_idx, *chunk.clients), self.state.device)
+        seed_client(derive_seed(self.fit.seed, "cohort", cursor.plan.round_idx, *chunk.clients), self.fit.state.device)
         self._use(trainer, slots)
 
     def _use(self, trainer: "pl.Trainer", slots: Slots) -> None:
@@ -138,7 +161,7 @@ class CohortEngine:
                 group["params"] = [slots.floats[self._position(p)] for p in params]
 
     def _position(self, param: torch.Tensor) -> int:
-        position = self._positions.get(id(param))
+        position = self.fit.positions.get(id(param))
         if position is None:
             raise FederatedRuntimeError(
                 "vectorize steps the module's own parameters only, but an optimizer holds a tensor that is not one "
@@ -149,18 +172,18 @@ class CohortEngine:
     def before_optimizer_step(self) -> None:
         """Let the algorithms act on the chunk's gradients (``on_before_cohort_step``)."""
         slots, chunk = self._slots, self.cohorts.chunk_at(self._batch_idx)
-        if not self.algorithms or slots is None or chunk is None:
+        if not self.fit.algorithms or slots is None or chunk is None:
             return
         local = int(self.cohorts.step_local[self._batch_idx])
         contexts = [c for c in slots.contexts if c is not None]
         cohort = CohortContext(
             round_idx=self.clients.cursor.plan.round_idx,
             clients=contexts,
-            active=torch.tensor([n > local for n in chunk.steps], device=self.state.device),
-            params=[slots.floats[i] for i in self._param_positions],
-            start_weights=slots.stacked_starts(self._param_positions),
+            active=torch.tensor([n > local for n in chunk.steps], device=self.fit.state.device),
+            params=[slots.floats[i] for i in self.fit.param_positions],
+            start_weights=slots.stacked_starts(self.fit.param_positions),
         )
-        for algorithm in self.algorithms:
+        for algorithm in self.fit.algorithms:
             algorithm.on_before_cohort_step(cohort)
 
     def batch_end(self, trainer: "pl.Trainer", batch_idx: int) -> bool:
@@ -178,7 +201,7 @@ class CohortEngine:
     def _finish(self, chunk: Chunk, slots: Slots, local_step: int) -> None:
         cursor = self.clients.cursor
         for k in chunk.finishing(local_step):
-            slots.give(k, self.exchange)
+            slots.give(k, self.fit.exchange)
             cursor.enter_client(chunk.clients[k], slots.contexts[k])
             self.clients.finish(chunk.clients[k])
 

@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 from conftest import TinyClassifier, quiet_trainer_kwargs
 from torchmetrics import MeanMetric
-from vectorized_helpers import fit, make_dm
+from vectorized_helpers import assert_same_state, fit, make_dm
 
 from lightning_fl import FederatedAveraging, FederatedConfigError, FederatedRuntimeError
 from lightning_fl.datamodules.plan import PlanRequest
@@ -81,9 +81,10 @@ class Conv(TinyClassifier):
 
 
 def test_auto_picks_vectorized_for_an_mlp_and_sequential_for_convolutions_on_cpu(caplog):
-    _, mlp = fit("auto", rounds=1)
+    auto_model, mlp = fit("auto", rounds=1)
     _, conv = fit("auto", Conv, rounds=1)
     assert mlp.vectorized and not conv.vectorized
+    assert_same_state(auto_model, fit(True, rounds=1)[0], atol=0)  # the trial step at fit start leaves no trace
     assert "convolutions" in caplog.text and "vectorized" in caplog.text
 
 
