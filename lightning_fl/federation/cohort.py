@@ -5,7 +5,8 @@ at a chunk's first step every client is started (download through the downlink c
 algorithms' ``on_client_start``) and the module's tensors are copied into the client's slot of the stacked tensors
 ``[K, *shape]``; at a client's last step its slot is copied back into the module and the client is finished (update,
 algorithms, uplink codec, aggregator). In between, the user's optimizers hold the stacked parameters (their
-``param_groups`` are swapped for the round and given back at its end, so checkpoints hold the usual state) and the
+``param_groups`` are swapped for each chunk and given back at its end, so the stacked state never outlives its chunk
+and checkpoints hold the usual state) and the
 module's ``training_step`` is the vmapped one (:mod:`~lightning_fl.federation.cohort_step`). A chunk's randomness
 (dropout) is seeded from ``(seed, round, the chunk's clients)``.
 """
@@ -187,16 +188,15 @@ class CohortEngine:
             algorithm.on_before_cohort_step(cohort)
 
     def batch_end(self, trainer: "pl.Trainer", batch_idx: int) -> bool:
-        """Finish the clients whose last local step this was. Returns whether the step closes the round (the
-        optimizers then have the module's parameters back, and the server step follows)."""
+        """Finish the clients whose last local step this was, and free the chunk's stacked state after its last step.
+        Returns whether the step closes the round (the server step follows)."""
         cohorts, slots = self.cohorts, self._slots
         chunk = cohorts.chunk_at(batch_idx)
         if chunk is not None and slots is not None:
             self._finish(chunk, slots, int(cohorts.step_local[batch_idx]))
-        if batch_idx == cohorts.num_steps - 1:
-            self.release(trainer)
-            return True
-        return False
+        if chunk is None or cohorts.closes_chunk(batch_idx):
+            self.release(trainer)  # stacked state never outlives its chunk
+        return batch_idx == cohorts.num_steps - 1
 
     def _finish(self, chunk: Chunk, slots: Slots, local_step: int) -> None:
         cursor = self.clients.cursor
@@ -206,7 +206,7 @@ class CohortEngine:
             self.clients.finish(chunk.clients[k])
 
     def release(self, trainer: "pl.Trainer") -> None:
-        """Give the optimizers the module's parameters back, with a clear state (the round's end)."""
+        """Give the optimizers the module's parameters back, with a clear state (a chunk's end, a round's end)."""
         self._slots = None
         if self._saved is not None:
             for optimizer, groups in zip(trainer.optimizers, self._saved, strict=True):

@@ -7,9 +7,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
 from conftest import TinyClassifier
 from pytorch_lightning.demos.boring_classes import BoringModel, RandomDataset
+from torch import nn
 from vectorized_helpers import assert_same_state, fit, make_dm
 
 from lightning_fl import ClassifierModule, FederatedDataModule
@@ -91,11 +93,27 @@ def test_optimizers_and_schedulers_equal_sequential(model_fn, dm_fn, chunk):
     assert_same_state(sequential, vectorized)
 
 
-def test_several_chunks_equal_one_chunk_and_sequential():
+class HeldAtStepEnd(pl.Callback):
+    """After each step (and the server callback's hook): whether it closed a chunk, and whether the optimizer holds
+    the module's own parameters again."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[bool, bool]] = []
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        closes = trainer.train_dataloader.cohorts.closes_chunk(batch_idx)
+        params = trainer.optimizers[0].param_groups[0]["params"]
+        self.seen.append((closes, all(isinstance(p, nn.Parameter) for p in params)))
+
+
+def test_several_chunks_equal_sequential_and_each_chunk_is_freed_at_its_end():
     sequential, _ = fit(False)
-    chunked, fedavg = fit(True, fedavg_kwargs={"max_parallel_clients": 2})
+    held = HeldAtStepEnd()
+    chunked, fedavg = fit(True, fedavg_kwargs={"max_parallel_clients": 2}, callbacks=[held])
     assert fedavg.plan_request().cohort_size == 2
     assert_same_state(sequential, chunked)
+    assert sum(closes for closes, _ in held.seen) == 2 * 3  # 4 clients per round in chunks of 2, 3 rounds
+    assert all(own == closes for closes, own in held.seen)
 
 
 def test_codec_chains_both_ways_equal_sequential():
