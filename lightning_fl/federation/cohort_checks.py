@@ -71,7 +71,7 @@ def check_vectorizable(trainer: "pl.Trainer", pl_module: "pl.LightningModule",
             f"clients trained at once), got gradient_clip_val={trainer.gradient_clip_val}; {_FIX}"
         )
     precision = str(trainer.precision)
-    if precision.startswith("16"):
+    if precision == "16-mixed":  # 16-true has no loss scale
         raise FederatedConfigError(
             f"vectorize does not support precision={precision!r} (one loss scale for all clients would skip every "
             f"client's step when one overflows); use precision='bf16-mixed' or '32-true', or {_FIX}"
