@@ -152,3 +152,28 @@ def test_float32_equals_sequential_within_tolerance():
     sequential, _ = fit(False, dm_fn=dm_fn, precision="32-true")
     vectorized, _ = fit(True, dm_fn=dm_fn, precision="32-true")
     assert_same_state(sequential, vectorized)
+
+
+class Frozen(TinyClassifier):
+    """A frozen first layer: its stacked copies take no gradient, and its unchanged update is not sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net[0].requires_grad_(False)
+
+
+class Tied(TinyClassifier):
+    """Two layers sharing one weight: every alias of a tied tensor sees the client's slot."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 3))
+        self.net[2].weight = self.net[0].weight
+
+
+@pytest.mark.parametrize("model_fn", [Frozen, Tied])
+def test_frozen_and_tied_parameters_equal_sequential(model_fn):
+    sequential, seq_fedavg = fit(False, model_fn)
+    vectorized, vec_fedavg = fit(True, model_fn)
+    assert_same_state(sequential, vectorized)
+    assert vec_fedavg.uplink_bytes_total == seq_fedavg.uplink_bytes_total
