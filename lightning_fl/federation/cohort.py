@@ -171,7 +171,10 @@ class CohortEngine:
         return position
 
     def before_optimizer_step(self) -> None:
-        """Let the algorithms act on the chunk's gradients (``on_before_cohort_step``)."""
+        """Gather the step's gradients into the stacked parameters, and let the algorithms act on them
+        (``on_before_cohort_step``)."""
+        if self._step is not None:
+            self._step.gather_grads()
         slots, chunk = self._slots, self.cohorts.chunk_at(self._batch_idx)
         if not self.fit.algorithms or slots is None or chunk is None:
             return

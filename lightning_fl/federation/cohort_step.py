@@ -58,6 +58,8 @@ class CohortTrainingStep:
         self.module, self.stacked = module, stacked
         self._swap = TensorSwap(module, float_names + int_names)
         self._recorder = LogRecorder(module)
+        #: This step's groups: their slots and the leaves their parameters' gradients accumulate in.
+        self._leaves: list[tuple[torch.Tensor, tuple[int, int] | None, dict[int, torch.Tensor]]] = []
 
     def install(self) -> None:
         """Make this the module's ``training_step`` (until :meth:`remove`)."""
@@ -83,15 +85,20 @@ class CohortTrainingStep:
         floats, ints = self.stacked()
         tensors = floats + ints
         trainer = self.module.trainer
+        self._leaves = []
         total: torch.Tensor | None = None
         count = 0
         logged: dict[str, list[torch.Tensor]] = {}
         for (slots, data), span in zip(batch.groups, batch.spans, strict=True):
             data = trainer.precision_plugin.convert_input(data)
-            # parameters as views of consecutive slots where possible (else copies); buffers always as copies,
-            # written back below: a slot's buffers saved for one group's backward pass must not change when another
-            # group's are written
-            chosen = [_rows(t, slots, span) if t.requires_grad else t[slots] for t in tensors]
+            # parameters as leaves of their own over the group's rows (views of consecutive slots, else copies): the
+            # backward pass fills each group's gradient alone, gathered into the stacked gradient by gather_grads;
+            # buffers always as copies, written back below: a slot's buffers saved for one group's backward pass must
+            # not change when another group's are written
+            leaves = {i: _rows(t, slots, span).detach().requires_grad_() for i, t in enumerate(tensors)
+                      if t.requires_grad}
+            self._leaves.append((slots, span, leaves))
+            chosen = [leaves[i] if i in leaves else t[slots] for i, t in enumerate(tensors)]
             if len(slots) == 1:  # one client: no vmap needed
                 losses, values = self._single([t[0] for t in chosen], tree_map(lambda x: x[0], data), batch_idx)
                 changed = {i: t for i, t in enumerate(chosen) if not t.requires_grad}
@@ -106,6 +113,24 @@ class CohortTrainingStep:
                 logged.setdefault(name, []).append(value)
         assert total is not None, "a cohort batch has at least one group"
         return total, count, logged
+
+    @torch.no_grad()
+    def gather_grads(self) -> None:
+        """Put every group's gradients into the stacked parameters' ``.grad`` (zero for idle slots); called after the
+        backward pass, before the optimizer step."""
+        floats, _ = self.stacked()
+        for slots, span, leaves in self._leaves:
+            for i, leaf in leaves.items():
+                if leaf.grad is None:
+                    continue
+                stacked = floats[i]
+                if stacked.grad is None:
+                    stacked.grad = torch.zeros_like(stacked)
+                if span is not None:
+                    stacked.grad.narrow(0, span[0], span[1]).copy_(leaf.grad)
+                else:
+                    stacked.grad[slots] = leaf.grad
+        self._leaves = []
 
     def _single(self, tensors: list[torch.Tensor], data: Any,
                 batch_idx: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
