@@ -7,8 +7,10 @@ batches it runs the module's own (class) ``training_step`` with the stacked para
 (a group of one client runs without ``vmap``). Buffers are given as copies, and what the step changes in them
 (BatchNorm's running statistics, ``num_batches_tracked``) is written back into their slots. The returned loss has
 the value of the mean over the active clients and the gradient of their sum, so every slot's gradient is exactly its
-client's own. What the step logs with ``self.log``/``self.log_dict`` comes out of the vmapped call and is logged once
-per name as the mean over the active clients (:mod:`~lightning_fl.federation.cohort_log`).
+client's own; each group's parameters are leaves of their own over its rows, and
+:meth:`CohortTrainingStep.gather_grads` puts their gradients into the stacked parameters' ``.grad`` before the
+optimizer step. What the step logs with ``self.log``/``self.log_dict`` comes out of the vmapped call and is logged
+once per name as the mean over the active clients (:mod:`~lightning_fl.federation.cohort_log`).
 """
 
 from __future__ import annotations
