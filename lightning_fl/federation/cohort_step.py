@@ -157,6 +157,7 @@ class CohortTrainingStep:
             raise vmap_failure(self.module, err) from err
         return loss, values, changed
 
+
 def _rows(tensor: torch.Tensor, slots: torch.Tensor, span: tuple[int, int] | None) -> torch.Tensor:
     """The slots' rows of a stacked tensor: a view when they are consecutive, else a copy."""
     return tensor.narrow(0, span[0], span[1]) if span is not None else tensor[slots]
