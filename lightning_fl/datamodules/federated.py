@@ -11,6 +11,7 @@ from typing_extensions import override
 
 from lightning_fl.checks import check_bool, check_fraction, check_int
 from lightning_fl.datamodules.client_indices import ClientIndices, client_sizes_of
+from lightning_fl.datamodules.cohorts import CohortLoader, CohortPlan
 from lightning_fl.datamodules.datasets.base import DatasetSource, Splits
 from lightning_fl.datamodules.fingerprint import data_fingerprint, fingerprint_changes
 from lightning_fl.datamodules.fit_checks import check_server_present
@@ -345,6 +346,9 @@ class FederatedDataModule(LightningDataModule):
         plan = self.plan_round(round_idx, world, rank, max_client_batches=cap)
         self._current_plan = plan
         assert self.train_dataset is not None
+        cohort_size = self.effective_plan_request().cohort_size
+        if cohort_size is not None:  # vectorized: one step of a chunk of clients per Trainer step
+            return CohortLoader(CohortPlan(plan, cohort_size), self.train_dataset, self.collate_fn)
         batches = make_batch_loader(self.train_dataset, plan.batches, self.num_workers, self.pin_memory,
                                     self.collate_fn)
         return RoundLoader(plan, batches)

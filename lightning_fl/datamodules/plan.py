@@ -86,6 +86,9 @@ class PlanRequest:
         participation: ``participation(round_idx) -> Participation``: who trains and for how many batches (simulated
             devices, deadlines, asynchronous buffers), called once per planned round on every rank and answering
             identically on every rank; ``None`` samples ``clients_per_round`` clients.
+        cohort_size: Vectorized training: each rank's clients run in chunks of at most this many at once, one local
+            step of a chunk per Trainer step (:mod:`~lightning_fl.datamodules.cohorts`); ``None``: one client after
+            another.
 
     Example:
         >>> PlanRequest().merged(PlanRequest(pin_clients=True)).pin_clients
@@ -94,6 +97,7 @@ class PlanRequest:
 
     pin_clients: bool = False
     participation: Callable[[int], Participation] | None = None
+    cohort_size: int | None = None
 
     def merged(self, other: PlanRequest, names: tuple[str, str] = ("one driver", "another")) -> PlanRequest:
         """Both requests at once: pinned if either pins; at most one may decide participation (the same hook
@@ -110,6 +114,7 @@ class PlanRequest:
         return PlanRequest(
             pin_clients=self.pin_clients or other.pin_clients,
             participation=self.participation if self.participation is not None else other.participation,
+            cohort_size=self.cohort_size if self.cohort_size is not None else other.cohort_size,
         )
 
 
@@ -164,6 +169,8 @@ class RoundPlan:
         batch_client: For every batch of this rank, its client id, or -1 for a padding batch.
         first: For every batch, whether it is its client's first batch.
         last: For every batch, whether it is its client's last batch.
+        rank_work: For every rank, the local step counts of its clients (in their order there): what a vectorized
+            plan needs to pad every rank to the same number of steps.
     """
 
     round_idx: int
@@ -173,6 +180,7 @@ class RoundPlan:
     batch_client: np.ndarray
     first: np.ndarray
     last: np.ndarray
+    rank_work: list[list[int]] | None = None
 
     @property
     def num_batches(self) -> int:
@@ -314,6 +322,7 @@ def build_round_plan(
         batch_client=np.array(batch_client, dtype=np.int64),
         first=np.array(first, dtype=bool),
         last=np.array(last, dtype=bool),
+        rank_work=[[int(work[pos]) for pos in positions] for positions in per_rank],
     )
 
 

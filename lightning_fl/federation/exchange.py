@@ -103,6 +103,18 @@ class ClientExchange:
         state.write_module(self.start_views)
         return nbytes + self.int_bytes + self.layout.downlink_extra_bytes
 
+    @property
+    def client_index(self) -> torch.Tensor | None:
+        """Where the last downloaded client's submodel sits in the global vector (``None`` without submodels)."""
+        return self._index if self.sub is not None else None
+
+    def resume_client(self, start_views: list[torch.Tensor], index: torch.Tensor | None) -> None:
+        """Make the exchange serve the client that started from ``start_views`` with submodel ``index`` again (its
+        update and upload follow): vectorized chunks download several clients before the first one finishes."""
+        self.start_views = start_views
+        if self.sub is not None and index is not None:
+            self._index = index
+
     @torch.no_grad()
     def keep_local_start(self) -> None:
         """Take the module's local tensors (a client's own, written by its algorithm after :meth:`download`) as the

@@ -26,6 +26,8 @@ from lightning_fl.federation.algorithm import (
 from lightning_fl.federation.batchnorm_guard import BatchNormGuard
 from lightning_fl.federation.client_step import ClientSteps
 from lightning_fl.federation.codec_state import gather_codec_state
+from lightning_fl.federation.cohort import CohortEngine
+from lightning_fl.federation.cohort_mode import Vectorize, check_vectorize
 from lightning_fl.federation.cursor import RoundCursor, log_round_step
 from lightning_fl.federation.exchange import ClientExchange
 from lightning_fl.federation.flat import FlatState
@@ -34,7 +36,7 @@ from lightning_fl.federation.layout import ClientLayout, WholeModel
 from lightning_fl.federation.lazy import materialize_lazy_modules
 from lightning_fl.federation.link import Link
 from lightning_fl.federation.schedulers import StepSchedules, install_stepping_estimate, remove_stepping_estimate
-from lightning_fl.federation.server_step import RunTotals, ServerStep
+from lightning_fl.federation.server_step import RunTotals, RunTotalsView, ServerStep
 from lightning_fl.federation.step_axis import RoundStepAxis
 from lightning_fl.federation.stopped_round import AbandonedRound, CheckpointMute
 from lightning_fl.federation.trainer_checks import prepare_trainer
@@ -47,7 +49,7 @@ from lightning_fl.server.optimizers import ServerOptimizer, ServerSGD
 Aggregation = Literal["selected", "all"]
 
 
-class FederatedAveraging(Callback):
+class FederatedAveraging(RunTotalsView, Callback):
     """Federated averaging (McMahan et al. 2017) of an unmodified LightningModule.
 
     One Trainer epoch is one round. At a client's first batch the callback loads the global weights (as the
@@ -77,6 +79,11 @@ class FederatedAveraging(Callback):
         seed: Seed of client randomness and codec seeds; ``None`` takes the data module's seed.
         aggregator: How the round's updates are combined (default :class:`WeightedMeanAggregator`; robust choices
             in :mod:`lightning_fl.server.robust`).
+        vectorize: ``True`` trains each rank's clients of a round at once, vmapped over stacked weights
+            (:mod:`~lightning_fl.federation.cohort`); ``"auto"`` does where it is possible and faster (not for
+            convolutions on a CPU) and says which it picked (:attr:`vectorized`); ``False``: one after another.
+        max_parallel_clients: The most clients trained at once when vectorized; ``None``: all of a rank's round on
+            a CPU, what fits in free memory on a GPU (:mod:`~lightning_fl.federation.cohort_mode`).
 
     Example:
         >>> FederatedAveraging(aggregation="all").aggregation
@@ -92,6 +99,8 @@ class FederatedAveraging(Callback):
         policy: TensorPolicy | None = None,
         seed: int | None = None,
         aggregator: Aggregator | None = None,
+        vectorize: Vectorize = False,
+        max_parallel_clients: int | None = None,
     ) -> None:
         if aggregation not in ("selected", "all"):
             raise FederatedConfigError(f"aggregation must be 'selected' or 'all', got {aggregation!r}")
@@ -107,12 +116,17 @@ class FederatedAveraging(Callback):
         self.downlink = Link(downlink, "downlink", select=self.policy.select)
         self.uplink = Link(uplink, "uplink", select=self.policy.select)
         self.seed = None if seed is None else check_int("seed", seed, low=0)
+        self.vectorize, self.max_parallel_clients = check_vectorize(vectorize, max_parallel_clients)
+        #: Whether this fit trains its clients vectorized (decided at fit start).
+        self.vectorized = False
         #: Totals that survive checkpoints, and the rounds' logged metrics.
         self.totals = RunTotals()
         #: Where the fit is in the current round.
         self.round_cursor = RoundCursor()
         self._clients = ClientSteps(self.round_cursor)
         self._server_step = ServerStep(self.round_cursor, self._clients, self.totals)
+        self._cohorts = CohortEngine(self._clients)
+        self._cohort_size: int | None = None
         # runtime state, built at fit start
         self._state: FlatState | None = None
         self._pending: dict[str, Any] | None = None
@@ -182,6 +196,9 @@ class FederatedAveraging(Callback):
                                self._schedules, self._exchange)
         for algorithm in self._algorithms:
             algorithm.on_federated_fit_start(context)
+        self._cohort_size = self._cohorts.start_fit(self.vectorize, self.max_parallel_clients, trainer, dm,
+                                                    self._exchange, self._schedules, self._seed)
+        self.vectorized = self._cohort_size is not None
         if self.downlink.codec.name != "Identity" or self.uplink.codec.name != "Identity":
             # the codecs see the tensors as the clients hold them (smaller under Federated Dropout)
             table = self.policy.describe(dict(zip(self._names, self._exchange.client_shaped, strict=True)))
@@ -218,7 +235,8 @@ class FederatedAveraging(Callback):
         stateful = self.downlink.codec.stateful or self.uplink.codec.stateful
         pin = self._world_size > 1 and (stateful or any(a.keeps_client_state for a in self._algorithms))
         deciding = [a for a in self._algorithms if a.decides_participation]
-        return PlanRequest(pin_clients=pin, participation=deciding[0].participation if deciding else None)
+        return PlanRequest(pin_clients=pin, participation=deciding[0].participation if deciding else None,
+                           cohort_size=self._cohort_size)
 
     @override
     def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
@@ -232,11 +250,16 @@ class FederatedAveraging(Callback):
         self._clients.start_round()
         if self._schedules:
             self._schedules.round_start()
+        if self.vectorized:
+            self._cohorts.start_round(trainer)
 
     @override
     def on_train_batch_start(
         self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", batch: Any, batch_idx: int
     ) -> None:
+        if self.vectorized:
+            self._cohorts.batch_start(trainer, batch_idx)
+            return
         cursor = self.round_cursor
         first = cursor.is_first(batch_idx)
         if self._schedules and (first or cursor.client_of(batch_idx) < 0):
@@ -249,10 +272,21 @@ class FederatedAveraging(Callback):
         self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         cursor = self.round_cursor
+        if self.vectorized:
+            if self._cohorts.batch_end(trainer, batch_idx):
+                self._server_step.finish(trainer)
+            return
         if cursor.is_last(batch_idx):
             self._clients.finish(cursor.client_of(batch_idx))
         if cursor.closes_round(batch_idx):
             self._server_step.finish(trainer)
+
+    @override
+    def on_before_optimizer_step(
+        self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", optimizer: torch.optim.Optimizer
+    ) -> None:
+        if self.vectorized:
+            self._cohorts.before_optimizer_step()
 
     @override
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
@@ -271,10 +305,12 @@ class FederatedAveraging(Callback):
     def on_exception(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", exception: BaseException) -> None:
         if self.round_cursor.in_round:  # no epoch-end hook follows: nothing to keep from checkpointing
             self._abandon_round(trainer, type(exception).__name__, mute_checkpoints=False)
+        self._cohorts.unbind(trainer)
 
     @override
     def on_fit_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         self._checkpoint_mute.unmute()
+        self._cohorts.unbind(trainer)
 
     @override
     def on_validation_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
@@ -300,39 +336,9 @@ class FederatedAveraging(Callback):
     @override
     def teardown(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         remove_stepping_estimate(trainer)
+        self._cohorts.unbind(trainer)
         if self._bn_guard is not None:
             self._bn_guard.remove()
-
-    # ------------------------------------------------------------------ run totals
-    @property
-    def uplink_bytes_total(self) -> int:
-        """Uplink bytes of all completed rounds (survives checkpoints)."""
-        return self.totals.uplink_bytes_total
-
-    @property
-    def downlink_bytes_total(self) -> int:
-        """Downlink bytes of all completed rounds (survives checkpoints)."""
-        return self.totals.downlink_bytes_total
-
-    @property
-    def rejected_updates_total(self) -> int:
-        """Client updates dropped as not finite, over the fit (survives checkpoints)."""
-        return self.totals.rejected_updates_total
-
-    @property
-    def rejected_rounds_total(self) -> int:
-        """Rounds whose server step the guard refused (survives checkpoints)."""
-        return self.totals.rejected_rounds_total
-
-    @property
-    def rounds_completed(self) -> int:
-        """Rounds completed, over resumes (survives checkpoints)."""
-        return self.totals.rounds_completed
-
-    @property
-    def history(self) -> list[dict[str, float]]:
-        """Each completed round's logged metrics, in order."""
-        return self.totals.history
 
     @property
     def state(self) -> FlatState:
@@ -345,6 +351,7 @@ class FederatedAveraging(Callback):
     @torch.no_grad()
     def _abandon_round(self, trainer: "pl.Trainer", reason: str, mute_checkpoints: bool = True) -> None:
         """Put the round's starting global model back into the module; see :mod:`stopped_round`."""
+        self._cohorts.release(trainer)
         if self._sub is not None:
             self._sub.restore()
         self.state.write_module()  # the global state is only written at the round's end

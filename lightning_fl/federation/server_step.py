@@ -40,6 +40,42 @@ class RunTotals:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
+class RunTotalsView:
+    """The run's totals as read-only properties of the server callback (which holds them in ``totals``)."""
+
+    totals: RunTotals
+
+    @property
+    def uplink_bytes_total(self) -> int:
+        """Uplink bytes of all completed rounds (survives checkpoints)."""
+        return self.totals.uplink_bytes_total
+
+    @property
+    def downlink_bytes_total(self) -> int:
+        """Downlink bytes of all completed rounds (survives checkpoints)."""
+        return self.totals.downlink_bytes_total
+
+    @property
+    def rejected_updates_total(self) -> int:
+        """Client updates dropped as not finite, over the fit (survives checkpoints)."""
+        return self.totals.rejected_updates_total
+
+    @property
+    def rejected_rounds_total(self) -> int:
+        """Rounds whose server step the guard refused (survives checkpoints)."""
+        return self.totals.rejected_rounds_total
+
+    @property
+    def rounds_completed(self) -> int:
+        """Rounds completed, over resumes (survives checkpoints)."""
+        return self.totals.rounds_completed
+
+    @property
+    def history(self) -> list[dict[str, float]]:
+        """Each completed round's logged metrics, in order."""
+        return self.totals.history
+
+
 @dataclass
 class _RoundSums:
     context: RoundContext
