@@ -51,7 +51,7 @@ class MaliciousClients(FederatedAlgorithm):
     order = 10
     supports_submodels = True  # scales the update or flips labels, whatever tensors the client holds
     # The update attacks act in on_client_update, per client. label_flip acts on each client's batches, which a
-    # vectorized step does not give one client at a time: refused at the first cohort step (on_before_cohort_step).
+    # vectorized step does not give one client at a time: an instance with it says so (refused at fit start).
     supports_cohorts = True
 
     def __init__(
@@ -69,6 +69,8 @@ class MaliciousClients(FederatedAlgorithm):
         self.num_classes = None if num_classes is None else check_int("num_classes", num_classes, low=2)
         self.seed = None if seed is None else check_int("seed", seed, low=0)
         self.clients: frozenset[int] = frozenset()
+        if self.attack == "label_flip":
+            self.supports_cohorts = False
 
     @override
     def on_federated_fit_start(self, context: FederatedContext) -> None:

@@ -84,7 +84,8 @@ class FederatedAlgorithm(Callback):
     provides_submodels: ClassVar[bool] = False
     supports_submodels: ClassVar[bool] = False
     decides_participation: ClassVar[bool] = False
-    supports_cohorts: ClassVar[bool | None] = None
+    #: Not a ClassVar: an instance may refine it (MaliciousClients' label_flip cannot run in cohorts).
+    supports_cohorts: bool | None = None
 
     def __init__(self) -> None:
         self._context: FederatedContext | None = None

@@ -9,7 +9,7 @@ import pytest
 from conftest import TinyClassifier
 from vectorized_helpers import assert_same_state, fit, make_dm
 
-from lightning_fl import DifferentialPrivacy, FedBN, PersonalLayers
+from lightning_fl import DifferentialPrivacy, FedBN, FedProx, PersonalLayers, Scaffold
 from lightning_fl.algorithms.federated_dropout import FederatedDropout
 from lightning_fl.systems import FedBuff, SystemsSimulation
 
@@ -24,7 +24,12 @@ bn_dm = partial(make_dm, n=120, drop_last=True)
     lambda: [FedBuff(buffer_size=3, concurrency=4, seed=1)],  # stale clients start from older global models
     lambda: [FederatedDropout(keep=0.5)],  # every client its own submodel, of equal shapes
     lambda: [FederatedDropout(keep=0.5), SystemsSimulation(deadline=2.0, stragglers="partial", seed=1)],
-], ids=["fedbn", "personal-layers", "dp", "systems-simulation", "fedbuff", "federated-dropout", "fd-systems"])
+    lambda: [FedProx(mu=0.1)],  # on_before_cohort_step: the proximal term per slot
+    lambda: [Scaffold()],  # on_before_cohort_step: each slot's own correction and running sums
+    lambda: [Scaffold(), SystemsSimulation(deadline=2.0, stragglers="partial", seed=1)],  # inactive slots
+    lambda: [FedProx(mu=0.1), FederatedDropout(keep=0.5)],
+], ids=["fedbn", "personal-layers", "dp", "systems-simulation", "fedbuff", "federated-dropout", "fd-systems",
+        "fedprox", "scaffold", "scaffold-systems", "fedprox-fd"])
 def test_algorithm_equals_sequential(make_callbacks):
     model_fn = partial(TinyClassifier, batchnorm=True)
     sequential, _ = fit(False, model_fn, bn_dm, callbacks=make_callbacks())

@@ -13,6 +13,7 @@ from torchmetrics import MeanMetric
 from vectorized_helpers import assert_same_state, fit, make_dm
 
 from lightning_fl import FederatedAveraging, FederatedConfigError, FederatedRuntimeError
+from lightning_fl.algorithms.malicious import MaliciousClients
 from lightning_fl.datamodules.plan import PlanRequest
 from lightning_fl.federation.algorithm import FederatedAlgorithm
 from lightning_fl.federation.cohort_checks import check_vectorizable
@@ -155,11 +156,13 @@ def trainer_like(**overrides: Any) -> Any:
 @pytest.mark.parametrize(("algorithm", "match"), [
     (StepHook(), "StepHook overrides on_before_optimizer_step, .* but not on_before_cohort_step"),
     (Declines(), "Declines declares supports_cohorts = False"),
+    (MaliciousClients(attack="label_flip"), "MaliciousClients declares supports_cohorts = False"),
 ])
 def test_algorithms_without_cohort_support_are_refused(algorithm, match):
     with pytest.raises(FederatedConfigError, match=f"{match}.*vectorize=False"):
         check_vectorizable(trainer_like(), TinyClassifier(), [algorithm])
     check_vectorizable(trainer_like(), TinyClassifier(), [StepHookWithCohorts()])  # declares how it acts on chunks
+    check_vectorizable(trainer_like(), TinyClassifier(), [MaliciousClients(attack="sign_flip")])  # update attacks run
 
 
 class RunsOwnRounds(TinyClassifier):
