@@ -17,40 +17,10 @@ import time
 from collections.abc import Callable
 
 import torch
+from codec_throughput import CODECS  # the same codecs as the throughput benchmark (this script's folder)
 
-from lightning_fl.codecs import (
-    BFloat16,
-    Chain,
-    Codec,
-    ErrorFeedback,
-    Float16,
-    Identity,
-    Kashin,
-    MagnitudePrune,
-    RandomHadamard,
-    SignCompressor,
-    StochasticQuantizer,
-    Subsample,
-    TopK,
-)
+from lightning_fl.codecs import ErrorFeedback
 from lightning_fl.codecs.untrusted import decode_untrusted
-
-CODECS: dict[str, Callable[[], Codec]] = {
-    "Identity": Identity,
-    "Float16": Float16,
-    "BFloat16": BFloat16,
-    "RandomHadamard": RandomHadamard,
-    "Kashin": Kashin,
-    "Subsample(0.25)": lambda: Subsample(0.25),
-    "StochasticQuantizer(2)": lambda: StochasticQuantizer(bits=2),
-    "StochasticQuantizer(8)": lambda: StochasticQuantizer(bits=8),
-    "TopK(0.01)": lambda: TopK(0.01),
-    "MagnitudePrune(0.01)": lambda: MagnitudePrune(0.01),
-    "SignCompressor": SignCompressor,
-    "ErrorFeedback(TopK(0.01))": lambda: ErrorFeedback(TopK(0.01)),
-    "Kashin > SQ(4)": lambda: Chain(Kashin(), StochasticQuantizer(bits=4)),
-    "Hadamard > Sub(.25) > SQ(2)": lambda: Chain(RandomHadamard(), Subsample(0.25), StochasticQuantizer(bits=2)),
-}
 
 
 def best_seconds(fn: Callable[[], object], repeats: int) -> float:
