@@ -18,7 +18,6 @@ import numpy as np
 import pytorch_lightning as pl
 
 from lightning_fl.datamodules.federated import FederatedDataModule
-from lightning_fl.datamodules.plan import num_client_batches
 
 
 def max_round_batches(dm: FederatedDataModule) -> int:
@@ -34,7 +33,8 @@ def max_round_batches(dm: FederatedDataModule) -> int:
         >>> dm.setup("fit"); max_round_batches(dm)
         6
     """
-    work = np.sort([num_client_batches(int(n), dm.batch_size, dm.local_epochs) for n in dm.client_sizes])[::-1]
+    sizes = np.asarray(dm.client_sizes, dtype=np.int64)  # num_client_batches over every client, in one pass
+    work = np.sort(dm.local_epochs * -(-sizes // dm.batch_size))[::-1]
     if dm.client_sampling != "all" and dm.effective_plan_request().participation is None:
         work = work[: dm.clients_per_round]
     return max(int(work.sum()), 1)
