@@ -12,7 +12,6 @@ from typing_extensions import override
 from lightning_fl.checks import check_choice, check_fraction, check_int, check_positive
 from lightning_fl.exceptions import FederatedConfigError
 from lightning_fl.federation.algorithm import ClientContext, FederatedAlgorithm, FederatedContext
-from lightning_fl.federation.cohort_context import CohortContext
 from lightning_fl.seeding import derive_seed
 
 Attack = Literal["sign_flip", "scale", "label_flip"]
@@ -91,20 +90,6 @@ class MaliciousClients(FederatedAlgorithm):
     def on_client_update(self, client: ClientContext, update: torch.Tensor, views: list[torch.Tensor]) -> None:
         if self.attack != "label_flip" and client.client_id in self.clients:
             update.mul_(-self.scale if self.attack == "sign_flip" else self.scale)
-
-    @override
-    def on_before_cohort_step(self, cohort: CohortContext) -> None:
-        """Refuses ``label_flip`` in vectorized mode, before the first step is taken (update attacks need nothing).
-
-        Raises:
-            FederatedConfigError: For ``attack="label_flip"``.
-        """
-        if self.attack == "label_flip":
-            raise FederatedConfigError(
-                "MaliciousClients(attack='label_flip') flips the labels of each client's batches, which vectorized "
-                "training (FederatedAveraging(vectorize=...)) does not hand out one client at a time: use "
-                "FederatedAveraging(vectorize=False), or an update attack ('sign_flip' or 'scale')"
-            )
 
     @override
     def on_train_batch_start(

@@ -78,6 +78,8 @@ class Scaffold(FederatedAlgorithm):
     @override
     def on_federated_fit_start(self, context: FederatedContext) -> None:
         super().on_federated_fit_start(context)
+        self._started.clear()  # an abandoned round of an earlier fit ends without on_round_end
+        self._cohorts.clear()
         state = context.state
         p = state.num_param_elements
         loaded = self._loaded_server_control

@@ -73,9 +73,12 @@ class CohortEngine:
         the vectorized ``training_step``. Returns the chunk size, or ``None`` when the clients train one after
         another."""
         pl_module, state, algorithms = trainer.lightning_module, exchange.state, self.clients.algorithms
-        if not decide_vectorized(vectorize, trainer, pl_module, algorithms, state, dm):
+        vectorized = decide_vectorized(vectorize, trainer, pl_module, algorithms, state, dm)
+        size = choose_cohort_size(max_parallel_clients, pl_module, state, dm) if vectorized else 0
+        if vectorize == "auto" or (vectorized and max_parallel_clients is None):
+            size = _agreed(size, state.device)  # every rank must run the same steps: the smallest, 0 if one declined
+        if not size:
             return None
-        size = choose_cohort_size(max_parallel_clients, pl_module, state, dm)
         self.bind(pl_module, state, exchange, algorithms, schedules, seed)
         return size
 
@@ -176,8 +179,10 @@ class CohortEngine:
         if self._step is not None:
             self._step.gather_grads()
         slots, chunk = self._slots, self.cohorts.chunk_at(self._batch_idx)
-        if not self.fit.algorithms or slots is None or chunk is None:
-            return
+        acting = [a for a in self.fit.algorithms
+                  if type(a).on_before_cohort_step is not FederatedAlgorithm.on_before_cohort_step]
+        if not acting or slots is None or chunk is None:
+            return  # no algorithm acts per step: no stacked starts to build
         local = int(self.cohorts.step_local[self._batch_idx])
         contexts = [c for c in slots.contexts if c is not None]
         cohort = CohortContext(
@@ -187,7 +192,7 @@ class CohortEngine:
             params=[slots.floats[i] for i in self.fit.param_positions],
             start_weights=slots.stacked_starts(self.fit.param_positions),
         )
-        for algorithm in self.fit.algorithms:
+        for algorithm in acting:
             algorithm.on_before_cohort_step(cohort)
 
     def batch_end(self, trainer: "pl.Trainer", batch_idx: int) -> bool:
@@ -217,3 +222,13 @@ class CohortEngine:
                 for group, params in zip(optimizer.param_groups, groups, strict=True):
                     group["params"] = params
             self._saved = None
+
+
+def _agreed(size: int, device: torch.device) -> int:
+    """The smallest ``size`` over the ranks (``size`` itself with one process): ranks that chose their chunk size
+    from their own free memory, or whose ``"auto"`` trial differed, must still plan the same steps."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return size
+    value = torch.tensor([size], dtype=torch.int64, device=device)
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MIN)
+    return int(value.item())

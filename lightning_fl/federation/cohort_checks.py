@@ -28,6 +28,11 @@ ELEMENTWISE_OPTIMIZERS: tuple[type[torch.optim.Optimizer], ...] = (
 PER_STEP_HOOKS = ("on_before_optimizer_step", "on_after_backward", "on_before_backward", "on_train_batch_start",
                   "on_train_batch_end", "on_before_zero_grad", "optimizer_step")
 
+#: LightningModule hooks that read or change the module's own parameters' gradients: in vectorized mode the optimizer
+#: steps stacked copies, so the module's parameters have no gradients there and such a hook would silently do nothing.
+MODULE_GRADIENT_HOOKS = ("on_before_optimizer_step", "on_after_backward", "on_before_backward",
+                         "configure_gradient_clipping", "on_before_zero_grad")
+
 _FIX = "train with FederatedAveraging(vectorize=False)"
 
 
@@ -76,8 +81,21 @@ def check_vectorizable(trainer: "pl.Trainer", pl_module: "pl.LightningModule",
             f"vectorize does not support precision={precision!r} (one loss scale for all clients would skip every "
             f"client's step when one overflows); use precision='bf16-mixed' or '32-true', or {_FIX}"
         )
+    hooks = [h for h in MODULE_GRADIENT_HOOKS if _overrides_lightning(type(pl_module), h)]
+    if hooks:
+        raise FederatedConfigError(
+            f"vectorize trains stacked copies of the parameters, so {name}'s own {', '.join(hooks)} would see no "
+            f"gradients of its parameters and silently do nothing; {_FIX}"
+        )
     for algorithm in algorithms:
         _check_algorithm(algorithm)
+
+
+def _overrides_lightning(cls: type, hook: str) -> bool:
+    """Whether ``cls`` defines ``hook`` itself rather than inheriting Lightning's (either namespace)."""
+    fn = getattr(cls, hook, None)
+    module = getattr(fn, "__module__", "") or ""
+    return fn is not None and not module.startswith(("pytorch_lightning.", "lightning."))
 
 
 def _check_algorithm(algorithm: FederatedAlgorithm) -> None:
@@ -91,4 +109,12 @@ def _check_algorithm(algorithm: FederatedAlgorithm) -> None:
             raise FederatedConfigError(
                 f"{name} overrides {', '.join(overridden)}, which acts on one client's optimizer steps, but not "
                 f"on_before_cohort_step, so it cannot act on a chunk of clients trained at once; {_FIX}"
+            )
+        later = [h for h in ("on_client_update", "client_weight", "on_before_cohort_step")
+                 if getattr(cls, h) is not getattr(FederatedAlgorithm, h)]
+        if cls.on_client_start is not FederatedAlgorithm.on_client_start and later:
+            raise FederatedConfigError(
+                f"{name} overrides on_client_start and {', '.join(later)}: in vectorized mode every client of a chunk "
+                f"starts before any of them ends, so state kept for 'the current client' would be another client's. "
+                f"Key per-client state by client.client_id and declare supports_cohorts = True, or {_FIX}"
             )

@@ -153,6 +153,8 @@ class CohortTrainingStep:
 
         try:
             loss, values, changed = torch.func.vmap(one_client, randomness="different")(tensors, data)
+        except torch.OutOfMemoryError:
+            raise  # not the module's fault: a smaller max_parallel_clients fits (a RuntimeError subclass)
         except RuntimeError as err:  # torch's vmap errors do not all say "vmap" (an in-place update: "broadcast shape")
             raise vmap_failure(self.module, err) from err
         return loss, values, changed

@@ -275,11 +275,10 @@ def test_scaffold_refuses_a_cohort_whose_clients_did_not_start():
 
 
 # ---------------------------------------------------------------------------------------------------- the others
-def test_label_flipping_is_refused_at_the_first_cohort_step_update_attacks_are_not():
-    cohort = CohortContext(0, [], torch.ones(0, dtype=torch.bool), [], [])
-    MaliciousClients(attack="sign_flip").on_before_cohort_step(cohort)
-    with pytest.raises(lightning_fl.FederatedConfigError, match=r"label_flip.*vectorize=False"):
-        MaliciousClients(attack="label_flip").on_before_cohort_step(cohort)
+def test_label_flipping_declares_it_cannot_run_in_cohorts_update_attacks_can():
+    assert MaliciousClients(attack="sign_flip").supports_cohorts is True
+    assert MaliciousClients(attack="scale").supports_cohorts is True
+    assert MaliciousClients(attack="label_flip").supports_cohorts is False
 
 
 def package_algorithms() -> list[type[FederatedAlgorithm]]:

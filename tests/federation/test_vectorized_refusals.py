@@ -122,7 +122,26 @@ class LogsMetric(TinyClassifier):
         return loss
 
 
+class ClipsItsOwnGradients(TinyClassifier):
+    """Clips its own parameters' gradients in a hook: in vectorized mode they would have none (silently no clip)."""
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        torch.nn.utils.clip_grad_norm_(self.parameters(), 1e-3)
+
+
+class OutOfMemory(TinyClassifier):
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+
+def test_out_of_memory_is_not_reported_as_a_vmap_failure():
+    with pytest.raises(torch.OutOfMemoryError, match="out of memory"):
+        fit(True, OutOfMemory, rounds=1)
+
+
 @pytest.mark.parametrize(("model_fn", "kwargs", "error", "match"), [
+    (ClipsItsOwnGradients, {}, FederatedConfigError,
+     "ClipsItsOwnGradients's own on_before_optimizer_step would see no gradients"),
     (Manual, {}, FederatedConfigError, "automatic optimization, but Manual.automatic_optimization is False"),
     (LBFGS, {}, FederatedConfigError, r"must be elementwise \(SGD, Adam, AdamW, .*\), got LBFGS"),
     (TinyClassifier, {"gradient_clip_val": 1.0}, FederatedConfigError, "gradient_clip_val=1.0"),
@@ -148,6 +167,21 @@ class Declines(FederatedAlgorithm):
     supports_cohorts = False
 
 
+class KeepsTheCurrentClient(FederatedAlgorithm):
+    """Remembers 'the current client' at its start and reads it at its update: wrong when a chunk's clients all start
+    before any of them ends."""
+
+    def on_client_start(self, client: Any) -> None:
+        self.current = client.client_id
+
+    def on_client_update(self, client: Any, update: Any, views: Any) -> None:
+        assert self.current == client.client_id
+
+
+class KeysByClient(KeepsTheCurrentClient):
+    supports_cohorts = True
+
+
 def trainer_like(**overrides: Any) -> Any:
     values = {"optimizers": [], "gradient_clip_val": None, "precision": "32-true"}
     return SimpleNamespace(**{**values, **overrides})
@@ -157,12 +191,14 @@ def trainer_like(**overrides: Any) -> Any:
     (StepHook(), "StepHook overrides on_before_optimizer_step, .* but not on_before_cohort_step"),
     (Declines(), "Declines declares supports_cohorts = False"),
     (MaliciousClients(attack="label_flip"), "MaliciousClients declares supports_cohorts = False"),
+    (KeepsTheCurrentClient(), "KeepsTheCurrentClient overrides on_client_start and on_client_update.*client_id"),
 ])
 def test_algorithms_without_cohort_support_are_refused(algorithm, match):
     with pytest.raises(FederatedConfigError, match=f"{match}.*vectorize=False"):
         check_vectorizable(trainer_like(), TinyClassifier(), [algorithm])
     check_vectorizable(trainer_like(), TinyClassifier(), [StepHookWithCohorts()])  # declares how it acts on chunks
     check_vectorizable(trainer_like(), TinyClassifier(), [MaliciousClients(attack="sign_flip")])  # update attacks run
+    check_vectorizable(trainer_like(), TinyClassifier(), [KeysByClient()])  # declares its state is keyed by client
 
 
 class RunsOwnRounds(TinyClassifier):
