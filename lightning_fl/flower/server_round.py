@@ -39,6 +39,8 @@ log = logging.getLogger("lightning_fl.flower")
 
 #: The largest sample count a client may report (its weight must be exact in float64).
 MAX_NUM_SAMPLES = 2**53
+#: The largest increment of an integer buffer a client may send (summing many must not overflow int64).
+MAX_INT_INCREMENT = 2**40
 
 
 def check_num_samples(value: object) -> int:
@@ -137,13 +139,19 @@ class ServerRuntime:
             report.uplink_message_bytes += record_bytes(record)
         try:
             metrics = content.metric_records.get("metrics")
-            weight = check_num_samples(metrics.get("num-samples") if metrics is not None else None)
+            weight = int(self.setup.datamodule.client_sizes[client_id])  # the server's own count, as in simulation
+            claimed = check_num_samples(metrics.get("num-samples") if metrics is not None else None)
+            if claimed != weight:  # a client may not outweigh the others, and one with other data is refused
+                raise PayloadError(f"num-samples must be client {client_id}'s {weight} samples, got {claimed}")
             tensors, nbytes = decode_record(self.wire.uplink, record)
             shares, share_bytes = self.algorithms.decode_sums(content.array_records.get("sums"))
             n = self.wire.num_float
             torch._foreach_copy_(self._update_views, tensors[:n])
             if not all(bool(torch.isfinite(t.sum())) for t in (self._update, *shares)):
                 raise PayloadError("the update or the algorithms' sums are not finite (NaN or Inf)")
+            if any(t.numel() and int(t.abs().max()) > MAX_INT_INCREMENT for t in tensors[n:]):
+                raise PayloadError(f"an integer buffer's increment exceeds {MAX_INT_INCREMENT} (BatchNorm counters "
+                                   "grow by the client's steps)")
         except Exception as err:  # whatever a hostile payload triggers, the server drops it and goes on
             report.rejected += 1
             report.rejected_clients.append(client_id)

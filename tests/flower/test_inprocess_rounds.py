@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from flwr.app import Array, Context, RecordDict
+from flwr.app import Array, Context, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from lightning_fl.codecs.base import Payload, pack_tensor_meta
@@ -107,3 +107,23 @@ def test_two_nodes_with_one_partition_id_are_refused_at_start() -> None:
     with pytest.raises(FederatedConfigError, match=r"nodes 1000 and 1001 both have partition-id 0"):
         run_server(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=run_config))
     assert all(kind == "query" for _, kind in grid.delivered)  # refused before any round
+
+
+def test_a_client_claiming_more_samples_than_it_holds_is_rejected_not_weighted(tmp_path: Path) -> None:
+    """The server weighs an update by the client's size as it knows it (as lightning-fl fit does), never by the
+    client's claim: a client claiming 2**53 samples would otherwise outweigh every other client."""
+    inflated = 0  # sampled in both rounds of this config
+
+    def inflating_client(message: Message, context: Context) -> Message:
+        reply = client_app(message, context)
+        metrics = reply.content.metric_records.get("metrics") if not reply.has_error() else None
+        if metrics is not None and int(context.node_config["partition-id"]) == inflated:
+            metrics["num-samples"] = 2**53
+        return reply
+
+    run_config = {"config": CONFIG, "num-rounds": 1, "round-timeout": 30.0, "connect-timeout": 5.0}
+    grid = InProcessGrid(inflating_client, run_config, num_nodes=4)
+    (report,) = run_server(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
+                                         run_config=run_config))
+    assert inflated in report.clients
+    assert report.rejected_clients == [inflated] and report.accepted == len(report.clients) - 1
