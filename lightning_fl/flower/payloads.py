@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from flwr.app import Array, ArrayRecord
+from flwr.app import Array, ArrayRecord, RecordDict
+from flwr.common.serde import recorddict_to_proto
 
 from lightning_fl.codecs.base import Codec
 from lightning_fl.codecs.error_feedback import ErrorFeedback
@@ -23,7 +24,8 @@ from lightning_fl.codecs.untrusted import decode_untrusted
 from lightning_fl.exceptions import PayloadError
 from lightning_fl.seeding import derive_seed
 
-__all__ = ["STYPE_PREFIX", "TensorSlot", "WireTensors", "decode_record", "encode_record", "receiver_codec"]
+__all__ = ["STYPE_PREFIX", "TensorSlot", "WireTensors", "content_bytes", "decode_record", "encode_record",
+           "receiver_codec"]
 
 #: The ``stype`` of every payload ``Array``, followed by the codec's name.
 STYPE_PREFIX = "lightning_fl.payload/"
@@ -169,3 +171,8 @@ def decode_record(wire: WireTensors, record: object, device: torch.device | str 
 def record_bytes(record: ArrayRecord) -> int:
     """Bytes of the ``Array`` data in ``record``: what the message carries, before Flower's own framing."""
     return sum(len(array.data) for array in record.values())
+
+
+def content_bytes(content: RecordDict) -> int:
+    """Serialized size of a message's content, as Flower puts it on the wire (its protobuf, before gRPC/TLS)."""
+    return int(recorddict_to_proto(content).ByteSize())

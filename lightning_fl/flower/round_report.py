@@ -26,6 +26,9 @@ class RoundReport:
         uplink_bytes: The codecs' payload bytes of the accepted updates.
         downlink_message_bytes: Bytes of the payload ``Array``s sent (payloads and their 4-byte length prefixes).
         uplink_message_bytes: Bytes of the payload ``Array``s received in every reply, rejected ones included.
+        downlink_wire_bytes: Serialized size of every message content sent (Flower's protobuf of the records: the
+            arrays with their stype tags and shapes, the instructions), the message-level count.
+        uplink_wire_bytes: Serialized size of every reply's content received, rejected ones included.
         algorithm_downlink_bytes: Payload bytes of algorithm state sent (SCAFFOLD's server variate), which
             ``lightning-fl fit`` does not count.
         algorithm_uplink_bytes: Payload bytes of the accepted clients' shares of algorithm sums (SCAFFOLD's variate
@@ -48,6 +51,8 @@ class RoundReport:
     uplink_bytes: int = 0
     downlink_message_bytes: int = 0
     uplink_message_bytes: int = 0
+    downlink_wire_bytes: int = 0
+    uplink_wire_bytes: int = 0
     algorithm_downlink_bytes: int = 0
     algorithm_uplink_bytes: int = 0
     dense_bytes: int = 0

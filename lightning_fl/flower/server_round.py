@@ -28,7 +28,7 @@ from lightning_fl.federation.reduce import RoundReducer
 from lightning_fl.flower.algorithms import ServerAlgorithms
 from lightning_fl.flower.instructions import RoundInstructions
 from lightning_fl.flower.model_wire import ModelWire
-from lightning_fl.flower.payloads import decode_record, encode_record, record_bytes
+from lightning_fl.flower.payloads import content_bytes, decode_record, encode_record, record_bytes
 from lightning_fl.flower.round_report import RoundReport
 from lightning_fl.flower.run_setup import RunSetup
 from lightning_fl.seeding import derive_seed
@@ -126,6 +126,7 @@ class ServerRuntime:
             if algorithm_record is not None:
                 content["algorithm"] = algorithm_record
                 report.algorithm_downlink_bytes += algorithm_bytes
+            report.downlink_wire_bytes += content_bytes(content)
             messages.append(Message(content, dst_node_id=nodes[client_id], message_type="train",
                                     group_id=str(round_idx)))
         return messages
@@ -134,6 +135,7 @@ class ServerRuntime:
     def _receive(self, reply: Message, round_idx: int, client_id: int, report: RoundReport) -> None:
         """Decode one reply untrusted and add it to the round's sums, or count it as rejected."""
         content = reply.content
+        report.uplink_wire_bytes += content_bytes(content)
         record = content.array_records.get("update")
         if record is not None:
             report.uplink_message_bytes += record_bytes(record)
