@@ -1,4 +1,4 @@
-"""Every client's sample indices in one flat array: memory of the indices plus 8 bytes a client.
+"""Every client's sample indices in one flat array: memory of the indices plus 16 bytes a client (offsets, sizes).
 
 A list of one numpy array per client costs about 100 bytes of Python object per client on top of the indices (270
 MiB for a million clients holding 30 MiB of indices). :class:`ClientIndices` keeps one concatenated ``int64`` array

@@ -177,3 +177,18 @@ def test_frozen_and_tied_parameters_equal_sequential(model_fn):
     vectorized, vec_fedavg = fit(True, model_fn)
     assert_same_state(sequential, vectorized)
     assert vec_fedavg.uplink_bytes_total == seq_fedavg.uplink_bytes_total
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
+@pytest.mark.parametrize(("model_fn", "dm_fn"), [
+    (TinyClassifier, make_dm),
+    (partial(ClassifierModule, backbone=SmallCNN(1, 3, image_size=8, channels=(3, 4)), num_classes=3), image_dm),
+    (partial(Optimized, "adam"), skewed),
+], ids=["mlp", "cnn-batchnorm", "adam-skewed"])
+def test_vectorized_equals_sequential_on_cuda(model_fn, dm_fn):
+    """On a GPU, with the chunk size chosen from free memory (max_parallel_clients=None)."""
+    sequential, _ = fit(False, model_fn, dm_fn, accelerator="gpu", devices=1)
+    vectorized, fedavg = fit(True, model_fn, dm_fn, accelerator="gpu", devices=1)
+    assert fedavg.vectorized
+    assert 1 <= fedavg._cohort_size <= dm_fn().partitioner.num_clients
+    assert_same_state(sequential.cpu(), vectorized.cpu())
