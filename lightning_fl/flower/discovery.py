@@ -45,17 +45,19 @@ def discover_clients(grid: Grid, num_clients: int, timeout: float, poll: float =
 
 
 def _record(found: dict[int, int], reply: Message, num_clients: int) -> None:
-    """Note one node's client id, refusing a duplicate."""
+    """Note one node's client id; a later claimant of a taken id is left out."""
     node = reply.metadata.src_node_id
     if reply.has_error():
         log.warning("node %s did not report its client id: %s", node, reply.error.reason)
         return
     record = reply.content.metric_records.get("client")
     client_id = record.get("partition-id") if record is not None else None
-    if not isinstance(client_id, int) or not 0 <= client_id < num_clients:
+    if isinstance(client_id, bool) or not isinstance(client_id, int) or not 0 <= client_id < num_clients:
         log.warning("node %s reported no valid client id (got %r); it is left out", node, client_id)
         return
-    if client_id in found and found[client_id] != node:
-        raise FederatedConfigError(f"nodes {found[client_id]} and {node} both have partition-id {client_id}; give "
-                                   "every supernode its own --node-config 'partition-id=N'")
+    if client_id in found and found[client_id] != node:  # one node may not stop the federation: the first keeps it
+        log.warning("nodes %s and %s both claim partition-id %d: node %s keeps it, node %s is left out (give every "
+                    "supernode its own --node-config 'partition-id=N')", found[client_id], node, client_id,
+                    found[client_id], node)
+        return
     found[client_id] = node

@@ -15,7 +15,7 @@ from flwr.app import Array, Context, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from lightning_fl.codecs.base import Payload, pack_tensor_meta
-from lightning_fl.exceptions import FederatedConfigError, PayloadError
+from lightning_fl.exceptions import PayloadError
 from lightning_fl.flower.apps import client_app
 from lightning_fl.flower.payloads import decode_record, encode_record
 from lightning_fl.flower.run_setup import load_run_setup
@@ -100,13 +100,18 @@ def test_a_dense_float_array_is_refused_where_a_payload_must_travel() -> None:
         decode_record(runtime.wire.uplink, record)
 
 
-def test_two_nodes_with_one_partition_id_are_refused_at_start() -> None:
-    run_config = {"config": CONFIG, "num-rounds": 1, "connect-timeout": 5.0}
+def test_a_second_node_claiming_a_taken_partition_id_is_left_out_and_the_run_goes_on(
+        caplog: pytest.LogCaptureFixture) -> None:
+    run_config = {"config": CONFIG, "num-rounds": 1, "connect-timeout": 2.0}
     grid = InProcessGrid(client_app, run_config, num_nodes=4)
     grid.contexts[FIRST_NODE_ID + 1].node_config["partition-id"] = 0
-    with pytest.raises(FederatedConfigError, match=r"nodes 1000 and 1001 both have partition-id 0"):
-        run_server(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=run_config))
-    assert all(kind == "query" for _, kind in grid.delivered)  # refused before any round
+    with caplog.at_level("WARNING"):
+        (report,) = run_server(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
+                                             run_config=run_config))
+    assert "nodes 1000 and 1001 both claim partition-id 0" in caplog.text
+    assert (FIRST_NODE_ID + 1, "train") not in grid.delivered  # the second claimant trains nothing
+    assert report.accepted + report.failed == len(report.clients)
+    assert report.failed == int(1 in report.clients)  # client 1 has no node left: it fails when sampled
 
 
 def test_a_client_claiming_more_samples_than_it_holds_is_rejected_not_weighted(tmp_path: Path) -> None:
