@@ -17,7 +17,8 @@ __all__ = ["add_to_active", "steps_parameters"]
 
 @torch.no_grad()
 def add_to_active(
-    targets: Sequence[torch.Tensor], sources: Sequence[torch.Tensor], active: torch.Tensor, alpha: float = 1.0
+    targets: Sequence[torch.Tensor], sources: Sequence[torch.Tensor], active: torch.Tensor, alpha: float = 1.0,
+    flags: Sequence[bool] | None = None,
 ) -> None:
     """``targets[i][k] += alpha * sources[i][k]`` for the active slots ``k``; inactive slots keep their values.
 
@@ -31,6 +32,7 @@ def add_to_active(
         sources: Aligned with ``targets``, same shapes (or broadcastable to them).
         active: ``bool`` tensor ``[K]``: the slots that take this step.
         alpha: Factor of ``sources``.
+        flags: ``active`` as Python booleans when known on the host (spares a device synchronisation).
 
     Example:
         >>> grad = torch.zeros(3, 2)
@@ -42,7 +44,7 @@ def add_to_active(
     """
     if not targets:
         return
-    if bool(active.all()):
+    if all(flags) if flags is not None else bool(active.all()):
         torch._foreach_add_(list(targets), list(sources), alpha=alpha)
         return
     for target, source in zip(targets, sources, strict=True):

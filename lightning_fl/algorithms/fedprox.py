@@ -57,7 +57,7 @@ class FedProx(FederatedAlgorithm):
         if self.mu == 0.0:
             return
         grads, diffs = _gradients_and_distances(cohort.params, cohort.start_weights)
-        add_to_active(grads, diffs, cohort.active, alpha=self.mu)
+        add_to_active(grads, diffs, cohort.active, alpha=self.mu, flags=cohort.flags)
 
 
 def _gradients_and_distances(

@@ -147,15 +147,17 @@ class Scaffold(FederatedAlgorithm):
             raise FederatedRuntimeError("Scaffold got a cohort step before fit start")
         sums = self._cohort_sums(cohort)
         lr = _one_lr(self._optimizer)
-        for slot, active in enumerate(cohort.active.tolist()):
+        flags = cohort.flags
+        for slot, active in enumerate(flags):
             if active:
                 sums.lr_sums[slot] += lr
         found = [(p.grad, c, s) for p, c, s in zip(cohort.params, sums.correction_views, sums.grad_sum_views,
                                                      strict=True) if p.grad is not None]
         if found:
             grads = [g for g, _, _ in found]
-            add_to_active([s for _, _, s in found], grads, cohort.active, alpha=lr)  # the raw gradient, for c_i+
-            add_to_active(grads, [c for _, c, _ in found], cohort.active)
+            add_to_active([s for _, _, s in found], grads, cohort.active, alpha=lr,  # the raw gradient, for c_i+
+                          flags=flags)
+            add_to_active(grads, [c for _, c, _ in found], cohort.active, flags=flags)
 
     def _cohort_sums(self, cohort: CohortContext) -> _CohortSums:
         """The running sums of the cohort's clients: new at a chunk's first step (its clients have all started)."""

@@ -185,12 +185,14 @@ class CohortEngine:
             return  # no algorithm acts per step: no stacked starts to build
         local = int(self.cohorts.step_local[self._batch_idx])
         contexts = [c for c in slots.contexts if c is not None]
+        flags = tuple(n > local for n in chunk.steps)  # known on the host: algorithms need no device sync to read it
         cohort = CohortContext(
             round_idx=self.clients.cursor.plan.round_idx,
             clients=contexts,
-            active=torch.tensor([n > local for n in chunk.steps], device=self.fit.state.device),
+            active=torch.tensor(flags, device=self.fit.state.device),
             params=[slots.floats[i] for i in self.fit.param_positions],
             start_weights=slots.stacked_starts(self.fit.param_positions),
+            active_flags=flags,
         )
         for algorithm in acting:
             algorithm.on_before_cohort_step(cohort)

@@ -28,6 +28,8 @@ class CohortContext:
             chunk's longest is inactive after its last one; an inactive slot's weights are no longer read).
         params: The stacked trainable parameters, ``[K, *shape]`` each, in the order of ``ClientContext.params``.
         start_weights: The clients' starting weights, stacked like ``params``.
+        active_flags: ``active`` as Python booleans, when the caller knows them on the host (the runtime does):
+            reading them costs no device synchronisation. ``None``: read from ``active`` when asked.
     """
 
     round_idx: int
@@ -35,6 +37,14 @@ class CohortContext:
     active: torch.Tensor
     params: list[torch.Tensor]
     start_weights: list[torch.Tensor]
+    active_flags: tuple[bool, ...] | None = None
+
+    @property
+    def flags(self) -> tuple[bool, ...]:
+        """Which slots take this step, as Python booleans (``active_flags``, else read once from ``active``)."""
+        if self.active_flags is not None:
+            return self.active_flags
+        return tuple(bool(a) for a in self.active.tolist())
 
     @property
     def client_ids(self) -> list[int]:
