@@ -15,6 +15,7 @@ from lightning_fl.federation.context import ClientContext
 from lightning_fl.federation.cursor import RoundCursor
 from lightning_fl.federation.exchange import ClientExchange
 from lightning_fl.federation.flat import FlatState
+from lightning_fl.federation.optimizer_state import reset_state
 from lightning_fl.federation.reduce import RoundReducer
 from lightning_fl.seeding import derive_seed
 from lightning_fl.server.aggregator import Aggregator
@@ -63,7 +64,7 @@ class ClientSteps:
                      None)  # an older model version this client downloaded (asynchronous training)
         self.tally.downlink_bytes += self.exchange.download(round_idx, client_id, older)
         for optimizer in trainer.optimizers:
-            optimizer.state.clear()
+            reset_state(optimizer)
         seed_client(derive_seed(self.seed, "client", round_idx, client_id), state.device)
         if self.algorithms:
             client = self._context(round_idx, client_id)

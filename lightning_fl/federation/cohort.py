@@ -30,6 +30,7 @@ from lightning_fl.federation.cohort_slots import Slots
 from lightning_fl.federation.cohort_step import CohortTrainingStep, StackedState
 from lightning_fl.federation.exchange import ClientExchange
 from lightning_fl.federation.flat import FlatState
+from lightning_fl.federation.optimizer_state import reset_state
 from lightning_fl.federation.schedulers import StepSchedules
 from lightning_fl.seeding import derive_seed
 
@@ -160,9 +161,9 @@ class CohortEngine:
         if self._saved is None:
             self._saved = [[list(g["params"]) for g in opt.param_groups] for opt in trainer.optimizers]
         for optimizer, groups in zip(trainer.optimizers, self._saved, strict=True):
-            optimizer.state.clear()
             for group, params in zip(optimizer.param_groups, groups, strict=True):
                 group["params"] = [slots.floats[self._position(p)] for p in params]
+            reset_state(optimizer)  # for the stacked parameters
 
     def _position(self, param: torch.Tensor) -> int:
         position = self.fit.positions.get(id(param))

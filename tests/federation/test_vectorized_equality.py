@@ -19,6 +19,8 @@ from lightning_fl.codecs import Chain, ErrorFeedback, StochasticQuantizer, Tenso
 from lightning_fl.datamodules import IIDPartitioner, InMemoryDataset, QuantitySkewPartitioner
 from lightning_fl.datamodules.partitioners.base import Partitioner
 from lightning_fl.nn import MLP, SmallCNN
+from lightning_fl.server import ServerAdam
+from lightning_fl.server.robust import CoordinateMedianAggregator
 
 
 class Optimized(TinyClassifier):
@@ -192,3 +194,35 @@ def test_vectorized_equals_sequential_on_cuda(model_fn, dm_fn):
     assert fedavg.vectorized
     assert 1 <= fedavg._cohort_size <= dm_fn().partitioner.num_clients
     assert_same_state(sequential.cpu(), vectorized.cpu())
+
+
+class AnyOptimizer(TinyClassifier):
+    """TinyClassifier with one of the other elementwise optimizers, and an epoch-interval scheduler."""
+
+    def __init__(self, optimizer: str) -> None:
+        super().__init__()
+        self.optimizer_name = optimizer
+
+    def configure_optimizers(self) -> Any:
+        cls = getattr(torch.optim, self.optimizer_name)
+        optimizer = cls(self.parameters(), lr=0.01, weight_decay=0.001)
+        scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.9)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+
+@pytest.mark.parametrize("optimizer", ["AdamW", "RMSprop", "Adagrad", "Adamax", "NAdam", "RAdam"])
+def test_every_elementwise_optimizer_and_an_epoch_scheduler_equal_sequential(optimizer):
+    sequential, _ = fit(False, partial(AnyOptimizer, optimizer), skewed)
+    vectorized, fedavg = fit(True, partial(AnyOptimizer, optimizer), skewed, fedavg_kwargs={"max_parallel_clients": 4})
+    assert fedavg.vectorized
+    assert_same_state(sequential, vectorized)
+
+
+def test_robust_aggregator_and_server_optimizer_equal_sequential():
+    def kwargs() -> dict[str, Any]:
+        return {"aggregator": CoordinateMedianAggregator(), "server_optimizer": ServerAdam(lr=0.05)}
+
+    sequential, _ = fit(False, dm_fn=skewed, fedavg_kwargs=kwargs())
+    vectorized, fedavg = fit(True, dm_fn=skewed, fedavg_kwargs=kwargs())
+    assert fedavg.vectorized
+    assert_same_state(sequential, vectorized)
